@@ -1,0 +1,4 @@
+"""Instructor tooling around nbgrader: release, grade, feedback, export, demo.
+
+Run ``python -m autograder --help``.
+"""

@@ -1,0 +1,69 @@
+"""Command line: ``python -m autograder {release,grade,export,demo}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from autograder import config as cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("release", help="build assignments/ (student version) and solutions/ from source/")
+    p.add_argument("--check", action="store_true", help="only check that the committed folders are up to date")
+
+    p = sub.add_parser("grade", help="autograde a folder (one subfolder or zip per student) or a zip")
+    p.add_argument("path", type=Path)
+    p.add_argument("--assignment", "-a", help="assignment id (default: the only one in source/)")
+    p.add_argument("--course-dir", type=Path, default=None, help="nbgrader course directory (default: this repository)")
+    p.add_argument("--db-url", default=None, help="gradebook URL (default: $COURSE_DB_URL or sqlite gradebook.db in the course dir)")
+    p.add_argument("--csv", type=Path, default=None, help="CSV to write (default: <course-dir>/grades-<assignment>.csv)")
+    p.add_argument("--cell-timeout", type=int, default=cfg.CELL_TIMEOUT_S, help="seconds per cell (default %(default)s)")
+    p.add_argument("--student-timeout", type=int, default=1800, help="seconds per student (default %(default)s)")
+
+    p = sub.add_parser("export", help="write the gradebook of an assignment as CSV")
+    p.add_argument("assignment")
+    p.add_argument("--course-dir", type=Path, default=None)
+    p.add_argument("--db-url", default=None)
+    p.add_argument("--csv", type=Path, default=None)
+
+    p = sub.add_parser("demo", help="release, grade three sample students, print the gradebook")
+    p.add_argument("--out", type=Path, default=None, help="scratch course directory (default: .demo/)")
+
+    a = ap.parse_args(argv)
+    if a.cmd == "release":
+        from autograder import release
+
+        if a.check:
+            problems = release.check()
+            if problems:
+                print("assignments/ or solutions/ is out of date with source/; run `make release`:")
+                print("\n".join("  " + p for p in problems))
+                return 1
+            print("assignments/ and solutions/ are up to date with source/")
+            return 0
+        release.release()
+        print("wrote assignments/ and solutions/")
+        return 0
+    if a.cmd == "grade":
+        from autograder.grade import grade
+
+        results = grade(a.path, a.assignment, course_dir=a.course_dir, db_url=a.db_url, csv_path=a.csv,
+                        cell_timeout=a.cell_timeout, student_timeout=a.student_timeout)
+        return 0 if results else 1
+    if a.cmd == "export":
+        from autograder.export import export
+
+        return export(a.assignment, course_dir=a.course_dir, db_url=a.db_url, csv_path=a.csv)
+    if a.cmd == "demo":
+        from autograder.demo import run
+
+        return run(a.out)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

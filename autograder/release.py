@@ -1,0 +1,128 @@
+"""Build the student release (``assignments/``) and the solutions (``solutions/``).
+
+``assignments/`` is nbgrader's release folder, made by ``generate_assignment``: solutions
+replaced by stubs, hidden tests removed, grade cells locked and check-summed.
+``solutions/`` keeps the solutions but drops the hidden tests and every nbgrader marker,
+for publication after the deadline.
+
+``check()`` rebuilds both into a temporary folder and compares them with the committed
+ones, so CI fails when someone edits ``source/`` and forgets to release.
+"""
+from __future__ import annotations
+
+import filecmp
+import shutil
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from autograder import config as cfg
+from autograder.nbgrader_api import make_api
+
+
+class ReleaseError(RuntimeError):
+    pass
+
+
+def assignments(course_dir: Path) -> list[str]:
+    """Assignment ids: the folders of ``source/`` holding at least one notebook."""
+    src = Path(course_dir) / cfg.SOURCE
+    return sorted(p.name for p in src.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts)
+
+
+def strip_for_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop hidden-test regions and solution markers; keep the solution code; clear outputs."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        kept, hidden = [], False
+        for line in cell.source.split("\n"):
+            if "BEGIN HIDDEN TESTS" in line:
+                hidden = True
+            elif "END HIDDEN TESTS" in line:
+                hidden = False
+            elif hidden or "BEGIN SOLUTION" in line or "END SOLUTION" in line:
+                continue
+            else:
+                kept.append(line)
+        cell.source = "\n".join(kept).rstrip("\n")
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.get("nbgrader", {}).pop("checksum", None)
+    return nb
+
+
+def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str) -> None:
+    """Run nbgrader's ``generate_assignment`` for ``aid``: record it in the gradebook at
+    ``db_url`` (grade cells, checksums, locked sources) and write the student version to
+    ``release_out``."""
+    course_dir = Path(course_dir).resolve()
+    work = Path(tempfile.mkdtemp(prefix="release-"))
+    try:
+        (work / cfg.SOURCE).symlink_to(course_dir / cfg.SOURCE)
+        api = make_api(work, db_url=db_url)
+        result = api.generate_assignment(aid, force=True, create=True)
+        if not result.get("success"):
+            raise ReleaseError(f"nbgrader generate_assignment failed for {aid}:\n"
+                               f"{result.get('error', '')}\n{result.get('log', '')}")
+        if release_out.exists():
+            shutil.rmtree(release_out)
+        shutil.copytree(work / cfg.RELEASE / aid, release_out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_solutions(course_dir: Path, aid: str, out: Path) -> None:
+    """Copy ``source/<aid>`` to ``out`` with hidden tests and markers stripped."""
+    src = Path(course_dir) / cfg.SOURCE / aid
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for f in _files(src):
+        dest = out / f.relative_to(src)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if f.suffix == ".ipynb":
+            nbformat.write(strip_for_solutions(nbformat.read(f, as_version=4)), dest)
+        else:
+            shutil.copy2(f, dest)
+
+
+def build(course_dir: Path, release_dir: Path, solutions_dir: Path, db_url: str | None = None) -> None:
+    """Write the release and the solutions of every assignment of ``course_dir``."""
+    course_dir = Path(course_dir).resolve()
+    for aid in assignments(course_dir):
+        generate_release(course_dir, aid, Path(release_dir) / aid, db_url or cfg.default_db_url(course_dir))
+        write_solutions(course_dir, aid, Path(solutions_dir) / aid)
+
+
+def release(course_dir: Path | None = None) -> None:
+    """Regenerate ``assignments/`` and ``solutions/`` in place."""
+    course_dir = Path(course_dir or cfg.repo_root())
+    build(course_dir, course_dir / cfg.RELEASE, course_dir / cfg.SOLUTIONS)
+
+
+def diff_trees(a: Path, b: Path) -> list[str]:
+    """Relative paths that differ between two folders (missing on either side or changed)."""
+    fa = {p.relative_to(a) for p in _files(a)} if a.exists() else set()
+    fb = {p.relative_to(b) for p in _files(b)} if b.exists() else set()
+    out = [f"only in {a.name}: {p}" for p in sorted(fa - fb)]
+    out += [f"only in rebuilt: {p}" for p in sorted(fb - fa)]
+    out += [f"changed: {p}" for p in sorted(fa & fb) if not filecmp.cmp(a / p, b / p, shallow=False)]
+    return out
+
+
+def check(course_dir: Path | None = None) -> list[str]:
+    """Rebuild into a temp folder; return the differences with the committed folders."""
+    course_dir = Path(course_dir or cfg.repo_root())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build(course_dir, tmp / cfg.RELEASE, tmp / cfg.SOLUTIONS, db_url=f"sqlite:///{tmp / 'gradebook.db'}")
+        problems = []
+        for name in (cfg.RELEASE, cfg.SOLUTIONS):
+            problems += [f"{name}/: {d}" for d in diff_trees(course_dir / name, tmp / name)]
+        return problems

@@ -1,0 +1,50 @@
+"""Grade one student in a process of its own: ``python -m autograder.worker ...``.
+
+The parent (:mod:`autograder.grade`) runs one worker per student with a wall-clock limit,
+so a submission that hangs, floods or crashes nbgrader itself affects only its own row.
+The worker autogrades, then writes the feedback HTML, and exits 0 only if both worked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from autograder.nbgrader_api import make_api
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m autograder.worker")
+    ap.add_argument("course_dir", type=Path)
+    ap.add_argument("assignment")
+    ap.add_argument("student")
+    ap.add_argument("--db-url", required=True)
+    ap.add_argument("--cell-timeout", type=int, required=True)
+    ap.add_argument("--result", type=Path, required=True, help="JSON file to write the outcome to")
+    a = ap.parse_args(argv)
+
+    api = make_api(a.course_dir, db_url=a.db_url, cell_timeout_s=a.cell_timeout)
+    outcome: dict = {"autograde": False, "feedback": False, "error": ""}
+    res = api.autograde(a.assignment, a.student, force=True, create=True)
+    sys.stdout.write(res.get("log", ""))
+    outcome["autograde"] = bool(res.get("success"))
+    if not outcome["autograde"]:
+        outcome["error"] = (res.get("error") or "").strip()[-4000:] or _last_error(res.get("log", ""))
+    else:
+        fb = api.generate_feedback(a.assignment, a.student, force=True)
+        sys.stdout.write(fb.get("log", ""))
+        outcome["feedback"] = bool(fb.get("success"))
+        if not outcome["feedback"]:
+            outcome["error"] = "feedback: " + ((fb.get("error") or "").strip()[-4000:] or _last_error(fb.get("log", "")))
+    a.result.write_text(json.dumps(outcome))
+    return 0 if outcome["autograde"] and outcome["feedback"] else 1
+
+
+def _last_error(log: str) -> str:
+    errors = [line for line in log.splitlines() if "[ERROR]" in line]
+    return errors[-1] if errors else "nbgrader reported a failure (see the log)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
