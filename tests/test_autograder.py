@@ -3,7 +3,9 @@ scored on what still works, and never changes anyone else's grade."""
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -123,7 +125,7 @@ def test_feedback_has_no_hidden_tests(graded):
     pages = list((root / "feedback").rglob("*.html"))
     assert {p.parts[-3] for p in pages} >= {"a_honest", "crash", "exit", "blank"}
     for page in pages:
-        text = page.read_text()
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
         assert toy.CANARY not in text, f"hidden test code leaked into {page}"
         assert "add(-5, 5) should be 0" not in text or page.parts[-3] in ("crash", "blank", "exit", "loop", "edited")
 
