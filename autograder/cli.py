@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--csv", type=Path, default=None, help="CSV to write (default: <course-dir>/grades-<assignment>.csv)")
     p.add_argument("--cell-timeout", type=int, default=cfg.CELL_TIMEOUT_S, help="seconds per cell (default %(default)s)")
     p.add_argument("--student-timeout", type=int, default=1800, help="seconds per student (default %(default)s)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="run submissions without the bubblewrap sandbox (only for code you trust)")
 
     p = sub.add_parser("export", help="write the gradebook of an assignment as CSV")
     p.add_argument("assignment")
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.grade import grade
 
         results = grade(a.path, a.assignment, course_dir=a.course_dir, db_url=a.db_url, csv_path=a.csv,
-                        cell_timeout=a.cell_timeout, student_timeout=a.student_timeout)
+                        cell_timeout=a.cell_timeout, student_timeout=a.student_timeout, unsafe=a.unsafe)
         return 0 if results else 1
     if a.cmd == "export":
         from autograder.export import export

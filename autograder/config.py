@@ -44,6 +44,8 @@ def apply(
     db_url: str | None = None,
     cell_timeout_s: int = CELL_TIMEOUT_S,
     max_output_chars: int = MAX_OUTPUT_CHARS,
+    sandbox: bool = False,
+    checks_dir: str | os.PathLike | None = None,
 ) -> Config:
     """Fill ``c`` with the course's nbgrader settings and return it."""
     root = Path(course_dir) if course_dir is not None else repo_root()
@@ -87,6 +89,11 @@ def apply(
         c[name].interrupt_on_timeout = True
         c[name].allow_errors = True
     c.RobustExecute.max_output_chars = max_output_chars
+    if checks_dir is not None:
+        c.RobustExecute.checks_dir = str(checks_dir)
+    if sandbox:
+        # the student's kernel runs in bubblewrap, over ipc sockets (autograder/sandbox.py)
+        c.RobustExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
 
     # Feedback: hidden tests and their tracebacks never reach the student.
     c.GenerateFeedback.preprocessors = [GetGrades, pp.HideHiddenTests, CSSHTMLHeaderPreprocessor]

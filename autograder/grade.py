@@ -51,6 +51,7 @@ class Result:
     manual_pending: float = 0.0  # points that wait for a human grader
     cells: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    review: str = ""  # why a human should look (the notebook's own checks and the trusted ones disagree)
 
 
 # -- collecting submissions ----------------------------------------------------------------
@@ -160,7 +161,8 @@ def _drop_submission(db_url: str, aid: str, sid: str) -> None:
 
 
 def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Path | None], *,
-                  db_url: str, cell_timeout: int, student_timeout: int, log_dir: Path) -> Result:
+                  db_url: str, cell_timeout: int, student_timeout: int, log_dir: Path,
+                  sandbox: bool = True, checks_dir: Path | None = None) -> Result:
     r = Result(sid)
     t0 = time.perf_counter()
     submitted = course_dir / "submitted" / sid / aid
@@ -186,13 +188,20 @@ def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Pat
 
     result_file = log_dir / f"{sid}.json"
     result_file.unlink(missing_ok=True)
+    report = log_dir / f"{sid}.trusted.json"
+    report.unlink(missing_ok=True)
     env = dict(os.environ)
     env["COURSE_PROFILE"] = "quick"  # never retrain a full model while grading
     env["MPLBACKEND"] = "Agg"
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(cfg.repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
+    env["AUTOGRADER_TRUSTED_REPORT"] = str(report)
     cmd = [sys.executable, "-m", "autograder.worker", str(course_dir), aid, sid,
            "--db-url", db_url, "--cell-timeout", str(cell_timeout), "--result", str(result_file)]
+    if sandbox:
+        cmd.append("--sandbox")
+    if checks_dir is not None:
+        cmd += ["--checks-dir", str(checks_dir)]
     with open(log_dir / f"{sid}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
@@ -213,6 +222,11 @@ def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Pat
         r.message = (outcome.get("error") or f"grader process exited with {proc.returncode}").splitlines()[-1][:300]
         return r
     _read_scores(db_url, aid, sid, r)
+    if report.exists():
+        verdicts = json.loads(report.read_text())
+        disagree = sorted(g for g, v in verdicts.items() if v.get("disagrees"))
+        if disagree:
+            r.review = "notebook and trusted checks disagree on " + ", ".join(disagree)
     if missing:
         r.message = "missing: " + ", ".join(missing)
     if not outcome.get("feedback"):
@@ -223,8 +237,20 @@ def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Pat
 def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None = None,
           db_url: str | None = None, csv_path: Path | None = None,
           cell_timeout: int = cfg.CELL_TIMEOUT_S, student_timeout: int = 1800,
-          echo: bool = True) -> list[Result]:
-    """Grade every submission under ``path``; return one :class:`Result` per student."""
+          unsafe: bool = False, checks_dir: Path | None = None, echo: bool = True) -> list[Result]:
+    """Grade every submission under ``path``; return one :class:`Result` per student.
+
+    Each student's kernel runs sandboxed (:mod:`autograder.sandbox`); where the sandbox
+    cannot start, grading refuses unless ``unsafe`` (a trusted, single-user setting).
+    """
+    if not unsafe:
+        from autograder.sandbox import check_available
+
+        why = check_available()
+        if why:
+            raise SystemExit(f"refusing to grade: the sandbox cannot start here ({why}).\n"
+                             "Install bubblewrap, or pass --unsafe to run submissions unsandboxed "
+                             "(only for code you trust).")
     course_dir = Path(course_dir or cfg.repo_root()).resolve()
     db_url = db_url or cfg.default_db_url(course_dir)
     known = list_assignments(course_dir)
@@ -253,7 +279,8 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
             notebooks = {name: find_notebook(folder, name) for name in nb_names}
             try:
                 r = grade_student(course_dir, assignment, sid, notebooks, db_url=db_url,
-                                  cell_timeout=cell_timeout, student_timeout=student_timeout, log_dir=log_dir)
+                                  cell_timeout=cell_timeout, student_timeout=student_timeout, log_dir=log_dir,
+                                  sandbox=not unsafe, checks_dir=checks_dir)
             except Exception as e:  # never let one student stop the others
                 _drop_submission(db_url, assignment, sid)
                 r = Result(sid, status="failed", message=f"{type(e).__name__}: {e}"[:300])
@@ -278,11 +305,11 @@ def write_csv(results: list[Result], path: Path, assignment: str) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["student", "assignment", "status", "score", "max_score", "auto_score", "auto_max",
-                "manual_pending", *cells, "message"])
+                "manual_pending", *cells, "review", "message"])
     for r in results:
         w.writerow([r.student, assignment, r.status, f"{r.score:g}", f"{r.max_score:g}",
                     f"{r.auto_score:g}", f"{r.auto_max:g}", f"{r.manual_pending:g}",
-                    *[f"{r.cells[c]:g}" if c in r.cells else "" for c in cells], r.message])
+                    *[f"{r.cells[c]:g}" if c in r.cells else "" for c in cells], r.review, r.message])
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(buf.getvalue())
     tmp.replace(path)
@@ -294,5 +321,6 @@ def format_table(results: list[Result], assignment: str) -> str:
     for r in results:
         auto = f"{r.auto_score:g}/{r.auto_max:g}"
         manual = f"{r.manual_pending:g} pend" if r.manual_pending else "-"
-        lines.append(f"{r.student[:24]:<24} {r.status:<8} {auto:>12} {manual:>8} {r.seconds:6.1f}s  {r.message[:70]}")
+        note = ("REVIEW: " + r.review + (" | " if r.message else "") if r.review else "") + r.message
+        lines.append(f"{r.student[:24]:<24} {r.status:<8} {auto:>12} {manual:>8} {r.seconds:6.1f}s  {note[:90]}")
     return "\n".join(lines)

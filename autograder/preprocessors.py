@@ -15,11 +15,13 @@ import copy
 import re
 from typing import Any
 
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Integer, Unicode
+from traitlets import Bool, Integer, Unicode
+
+from autograder.trusted import CellVerdict, Handle, load_checks
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -33,11 +35,20 @@ def _is_test_cell(cell: NotebookNode) -> bool:
     return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
 
 
+class _DiedInCheck(DeadKernelError):
+    """The kernel died while a trusted check was talking to it."""
+
+
 class RobustExecute(Execute):
-    """nbgrader's ``Execute`` that survives dead kernels and output floods."""
+    """nbgrader's ``Execute`` that survives dead kernels and output floods, and runs the
+    trusted hidden checks (:mod:`autograder.trusted`) right after each grade cell."""
 
     max_output_chars = Integer(100_000, help="Characters of output kept per cell.").tag(config=True)
     max_restarts = Integer(3, help="Kernel restarts allowed per notebook before giving up.").tag(config=True)
+    trusted = Bool(True, help="Run the hidden checks of autograder/checks/ in this process.").tag(config=True)
+    checks_dir = Unicode("", help="Folder of <assignment>.py check files (default autograder/checks).").tag(config=True)
+    check_timeout = Integer(30, help="Seconds one request of a hidden check may take.").tag(config=True)
+    report_path = Unicode("", help="JSON file for the per-cell trusted verdicts.").tag(config=True)
 
     # -- output cap -------------------------------------------------------------------
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
@@ -48,6 +59,8 @@ class RobustExecute(Execute):
             size = sum(len(str(v)) for v in content.get("data", {}).values()) + len(str(content.get("traceback", "")))
         else:
             size = 0
+        if getattr(self, "_aside", False):  # a replay or a grader request: not part of the notebook
+            return super().output(outs, msg, display_id, cell_index)
         used = self._chars.get(cell_index, 0)
         if used + size > self.max_output_chars:
             if cell_index not in self._truncated:
@@ -69,6 +82,10 @@ class RobustExecute(Execute):
         self._check_assign_resources(resources)
         self._chars: dict[int, int] = {}
         self._truncated: set[int] = set()
+        aid = ((resources or {}).get("nbgrader") or {}).get("assignment")
+        self._checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
+        self._verdicts: dict[str, dict] = {}
+        self._restarts = 0
 
         killers: list[int] = []  # cells that killed the kernel: never run again
         start = 0
@@ -84,27 +101,138 @@ class RobustExecute(Execute):
                         current = index
                         cell = nb.cells[index]
                         if cell.cell_type == "code" and index not in killers:
-                            self.execute_cell(copy.deepcopy(cell), index, store_history=False)
+                            self._run_aside(copy.deepcopy(cell))
                     for index in range(start, len(nb.cells)):
                         current = index
                         self.preprocess_cell(nb.cells[index], resources, index)
+                        self._run_checks(nb, index)
                 start = len(nb.cells)
-            except DeadKernelError:
+            except _DiedInCheck:
+                # the grade cell itself ran; its checks are scored; go on after it
+                start = current + 1
+                restarts = getattr(self, "_restarts", 0) + 1
+                self._restarts = restarts
+                if restarts + len(killers) > self.max_restarts:
+                    self._fail_rest(nb, start, "not run: the kernel died too many times")
+                    break
+            except (DeadKernelError, CellTimeoutError) as exc:
+                hung = isinstance(exc, CellTimeoutError)
                 if current < start:  # died while replaying: stop here
                     self._fail_rest(nb, start, f"not run: the kernel died again while replaying cell {current}")
                     break
                 killers.append(current)
                 nb.cells[current].outputs.append(_error(
-                    "DeadKernelError",
-                    "the kernel died while running this cell (os._exit, a crash or out of memory); "
-                    "grading went on with a fresh kernel"))
+                    "CellTimeoutError" if hung else "DeadKernelError",
+                    ("this cell did not finish within the time limit and ignored the interrupt"
+                     if hung else "the kernel died while running this cell (os._exit, a crash or out of memory)")
+                    + "; grading went on with a fresh kernel"))
                 start = current + 1
                 if len(killers) > self.max_restarts:
                     self._fail_rest(nb, start, "not run: the kernel died too many times")
                     break
                 self.log.warning("Kernel died in cell %d; restarting and replaying cells 0..%d", current, current - 1)
         self.set_widgets_metadata()
+        self._write_report()
         return self.nb, self.resources
+
+    # -- trusted checks ---------------------------------------------------------------------
+    def _run_aside(self, cell: NotebookNode, timeout: int | None = None) -> list:
+        """Execute ``cell`` in the kernel without recording it in the notebook (nbclient
+        writes an executed cell back into ``self.nb`` at its index)."""
+        scratch = NotebookNode(cells=[cell], metadata=self.nb.metadata, nbformat=4, nbformat_minor=5)
+        nb, old_timeout = self.nb, self.timeout
+        self.nb, self._aside = scratch, True
+        if timeout is not None:
+            self.timeout = timeout
+        try:
+            self.execute_cell(cell, 0, store_history=False)
+        finally:
+            self.nb, self.timeout, self._aside = nb, old_timeout, False
+        return cell.outputs
+
+    def _request(self, index: int, code: str) -> list:
+        cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[], execution_count=None)
+        return self._run_aside(cell, self.check_timeout)
+
+    def _run_checks(self, nb: NotebookNode, index: int) -> None:
+        import torch
+
+        cell = nb.cells[index]
+        if not _is_test_cell(cell):
+            return
+        gid = cell.metadata["nbgrader"]["grade_id"]
+        checks = self._checks.get(gid)
+        if not checks:
+            return
+        verdict = CellVerdict(gid, in_kernel_ok=not any(o.get("output_type") == "error" for o in cell.outputs))
+        handle = Handle(lambda code: self._request(index, code), nb)
+        died = False
+        for chk in checks:
+            if died:
+                verdict.results.append((chk.name, False, "not run: the kernel died during an earlier check"))
+                verdict.mirrored.append(chk.mirrors_visible)
+                continue
+            torch.manual_seed(0)
+            try:
+                chk.fn(handle)
+                verdict.results.append((chk.name, True, ""))
+            except (DeadKernelError, CellTimeoutError) as exc:
+                died = True
+                verdict.results.append((chk.name, False, "your code did not finish in time during this check"
+                                        if isinstance(exc, CellTimeoutError) else
+                                        "the kernel died while this check ran (os._exit, a crash or out of memory)"))
+            except AssertionError as e:
+                verdict.results.append((chk.name, False, str(e) or type(e).__name__))
+            except Exception as e:  # the student's answer broke the check (wrong type, shape...)
+                verdict.results.append((chk.name, False, f"{type(e).__name__}: {e}"[:1000]))
+            verdict.mirrored.append(chk.mirrors_visible)
+        if not died:
+            try:
+                handle._request("restore")
+                handle._request("clear")
+            except (DeadKernelError, CellTimeoutError):
+                died = True
+            except Exception:
+                pass
+        self._apply_verdict(cell, verdict)
+        self._verdicts[gid] = verdict.as_dict()
+        if died:
+            raise _DiedInCheck("kernel died during a hidden check")
+
+    @staticmethod
+    def _apply_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:
+        """Make the trusted verdict the one nbgrader scores: the notebook's own errors and
+        results become plain text, the hidden checks' outcome is appended."""
+        outs = []
+        for o in cell.outputs:
+            kind = o.get("output_type")
+            if kind == "error":
+                outs.append(NotebookNode(output_type="stream", name="stdout",
+                                         text=f"[visible checks in your notebook] {o.get('ename')}: "
+                                              f"{_ANSI.sub('', str(o.get('evalue', '')))}\n"))
+            elif kind == "execute_result":
+                text = o.get("data", {}).get("text/plain", "")
+                outs.append(NotebookNode(output_type="stream", name="stdout", text=f"{text}\n"))
+            else:
+                outs.append(o)
+        lines = [f"{'✔' if ok else '✘'} hidden check: {name}" + ("" if ok else f"\n    {msg}")
+                 for name, ok, msg in verdict.results]
+        if verdict.passed:
+            outs.append(NotebookNode(output_type="stream", name="stdout", text="\n".join(lines) + "\n"))
+        else:
+            failed = sum(not ok for _, ok, _ in verdict.results)
+            outs.append(_error("HiddenCheckFailed",
+                               f"{failed} of {len(verdict.results)} hidden checks failed\n" + "\n".join(lines)))
+        cell.outputs = outs
+
+    def _write_report(self) -> None:
+        import json
+        import os
+
+        path = self.report_path or os.environ.get("AUTOGRADER_TRUSTED_REPORT", "")
+        if path:
+            with open(path, "w") as f:
+                json.dump(self._verdicts, f, indent=1)
 
     @staticmethod
     def _fail_rest(nb: NotebookNode, start: int, why: str) -> None:

@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db-url", required=True)
     ap.add_argument("--cell-timeout", type=int, required=True)
     ap.add_argument("--result", type=Path, required=True, help="JSON file to write the outcome to")
+    ap.add_argument("--sandbox", action="store_true", help="run the kernel in bubblewrap")
+    ap.add_argument("--checks-dir", type=Path, default=None)
     a = ap.parse_args(argv)
 
-    api = make_api(a.course_dir, db_url=a.db_url, cell_timeout_s=a.cell_timeout)
+    api = make_api(a.course_dir, db_url=a.db_url, cell_timeout_s=a.cell_timeout, sandbox=a.sandbox,
+                   checks_dir=a.checks_dir)
     outcome: dict = {"autograde": False, "feedback": False, "error": ""}
     res = api.autograde(a.assignment, a.student, force=True, create=True)
     sys.stdout.write(res.get("log", ""))

@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-CANARY = "HIDDEN-CANARY-7f3a"  # appears only inside hidden tests
+CANARY = "HIDDEN-CANARY-7f3a"  # appears only inside hidden-test regions
+CHECKS_DIR = Path(__file__).resolve().parent / "toy_checks"
 
 
 def _meta(grade_id: str, *, grade=False, solution=False, locked=False, points=None):
@@ -29,22 +30,20 @@ def toy_notebook() -> nbformat.NotebookNode:
                       metadata=_meta("add", solution=True)),
         new_code_cell("assert add(1, 2) == 3, 'add(1, 2) should be 3'\n"
                       "### BEGIN HIDDEN TESTS\n"
-                      f"_canary = '{CANARY}'\n"
-                      "assert add(-5, 5) == 0, 'add(-5, 5) should be 0'\n"
+                      f"# {CANARY}: graded by tests/toy_checks/toy.py\n"
                       "### END HIDDEN TESTS",
                       metadata=_meta("add_test", grade=True, locked=True, points=4)),
         new_code_cell("def mul(a, b):\n    ### BEGIN SOLUTION\n    return a * b\n    ### END SOLUTION",
                       metadata=_meta("mul", solution=True)),
         new_code_cell("assert mul(2, 3) == 6\n"
                       "### BEGIN HIDDEN TESTS\n"
-                      f"_canary = '{CANARY}'\n"
-                      "assert mul(-2, 4) == -8, 'mul(-2, 4) should be -8'\n"
+                      f"# {CANARY}: graded by tests/toy_checks/toy.py\n"
                       "### END HIDDEN TESTS",
                       metadata=_meta("mul_test", grade=True, locked=True, points=3)),
         new_code_cell("def sq(x):\n    ### BEGIN SOLUTION\n    import warnings\n"
                       "    warnings.warn('a harmless warning on stderr')\n    return x * x\n    ### END SOLUTION",
                       metadata=_meta("sq", solution=True)),
-        new_code_cell("assert sq(3) == 9\n### BEGIN HIDDEN TESTS\nassert sq(-4) == 16\n### END HIDDEN TESTS",
+        new_code_cell("assert sq(3) == 9\n### BEGIN HIDDEN TESTS\n# graded by tests/toy_checks/toy.py\n### END HIDDEN TESTS",
                       metadata=_meta("sq_test", grade=True, locked=True, points=3)),
         new_markdown_cell("Why does 1 + 1 = 2?", metadata=_meta("why_q", locked=True)),
         new_markdown_cell("### BEGIN SOLUTION\nBy definition.\n### END SOLUTION",

@@ -1,0 +1,162 @@
+"""The kernel-side half of the trusted-grading protocol.
+
+:data:`AGENT_SOURCE` is sent into the student's (sandboxed, untrusted) kernel and runs
+there. It looks up the student's functions and classes, calls them with the arguments the
+trusted grader sent, and publishes the results as JSON under a private MIME type:
+tensors as raw little-endian bytes (base64) with dtype and shape, numbers, strings,
+lists, dicts, and anything else as an opaque object id. Nothing here is trusted: the
+grader parses the reply strictly (:mod:`autograder.wire`) and makes every comparison
+itself. The agent holds no test logic, inputs only arrive with each request.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+MIME = "application/x-course-grader+json"
+
+AGENT_SOURCE = r'''
+import base64 as _b64, json as _json, sys as _sys, traceback as _tb, importlib as _il
+
+MIME = "application/x-course-grader+json"
+OBJECTS = {}
+SAVED = {}
+
+
+def _tensor(d):
+    import torch
+    dt = getattr(torch, d["dtype"])
+    raw = bytearray(_b64.b64decode(d["data"]))
+    if dt is torch.bfloat16:
+        t = torch.frombuffer(raw, dtype=torch.int16).view(torch.bfloat16) if raw else torch.empty(0, dtype=dt)
+    else:
+        t = torch.frombuffer(raw, dtype=dt) if raw else torch.empty(0, dtype=dt)
+    return t.reshape(d["shape"]).clone()
+
+
+def decode(v):
+    if isinstance(v, dict):
+        if "__tensor__" in v:
+            return _tensor(v["__tensor__"])
+        if "__object__" in v:
+            return OBJECTS[v["__object__"]]
+        if "__tuple__" in v:
+            return tuple(decode(x) for x in v["__tuple__"])
+        return {k: decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
+
+
+def encode(v):
+    torch = _sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(v, torch.Tensor):
+        t = torch.Tensor.as_subclass(v.detach(), torch.Tensor).cpu().contiguous()
+        name = str(t.dtype).replace("torch.", "")
+        arr = t.view(torch.int16) if t.dtype is torch.bfloat16 else t
+        return {"__tensor__": {"dtype": name, "shape": list(t.shape),
+                               "data": _b64.b64encode(arr.numpy().tobytes()).decode("ascii")}}
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if type(v) in (list, tuple):
+        return [encode(x) for x in v]
+    if type(v) is dict and all(type(k) is str for k in v):
+        return {k: encode(x) for k, x in v.items()}
+    oid = len(OBJECTS) + 1
+    OBJECTS[oid] = v
+    return {"__object__": oid, "type": type(v).__name__}
+
+
+def _where(exc):
+    frames = [f for f in _tb.extract_tb(exc.__traceback__) if "<grader" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"in {f.name}, line {f.lineno}: {(f.line or '').strip()}"
+
+
+def _resolve(path):
+    mod, _, attr = path.rpartition(".")
+    return getattr(_il.import_module(mod), attr)
+
+
+def handle(request_b64, ns):
+    from IPython.display import publish_display_data
+    try:
+        req = _json.loads(_b64.b64decode(request_b64))
+        op = req["op"]
+        args = decode(req.get("args", []))
+        kwargs = decode(req.get("kwargs", {}))
+        if op == "has":
+            value = req["name"] in ns
+        elif op == "call":
+            if req["name"] not in ns:
+                raise NameError(f"name '{req['name']}' is not defined: did you run the cell that defines it?")
+            value = ns[req["name"]](*args, **kwargs)
+        elif op == "method":
+            obj = OBJECTS[req["target"]]
+            value = obj(*args, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*args, **kwargs)
+        elif op == "getattr":
+            value = getattr(OBJECTS[req["target"]], req["name"])
+        elif op == "state_dict":
+            value = {k: v for k, v in OBJECTS[req["target"]].state_dict().items()}
+        elif op == "grad":
+            import torch
+            obj = OBJECTS[req["target"]]
+            ins = [a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+                   for a in args]
+            obj.zero_grad(set_to_none=True)
+            out = obj(*ins, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*ins, **kwargs)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            out.backward(decode(req["grad_output"]))
+            value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins],
+                     "params": {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}}
+        elif op == "substitute":
+            for name, path in req["names"].items():
+                SAVED.setdefault(name, ns.get(name, SAVED))
+                ns[name] = _resolve(path)
+            value = None
+        elif op == "restore":
+            for name, old in list(SAVED.items()):
+                if old is SAVED:
+                    ns.pop(name, None)
+                else:
+                    ns[name] = old
+            SAVED.clear()
+            value = None
+        elif op == "clear":
+            OBJECTS.clear()
+            value = None
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        reply = {"ok": True, "value": encode(value)}
+    except BaseException as exc:
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, SystemExit):
+            raise
+        reply = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)[:2000],
+                                        "where": _where(exc)[:500]}}
+    publish_display_data({MIME: _json.dumps(reply)})
+'''
+
+
+_SOURCE_ID = hashlib.sha256(AGENT_SOURCE.encode()).hexdigest()[:16]
+
+
+def request_code(op: str, **fields) -> str:
+    """The code cell that performs one request in the kernel."""
+    payload = base64.b64encode(json.dumps({"op": op, **fields}).encode()).decode("ascii")
+    return (
+        "def __grader_request():\n"
+        "    import sys, types\n"
+        "    agent = sys.modules.get('_course_grader_agent')\n"
+        f"    if agent is None or getattr(agent, 'SOURCE_ID', None) != {_SOURCE_ID!r}:\n"
+        "        agent = types.ModuleType('_course_grader_agent')\n"
+        f"        exec(compile({AGENT_SOURCE!r}, '<grader-agent>', 'exec'), agent.__dict__)\n"
+        f"        agent.SOURCE_ID = {_SOURCE_ID!r}\n"
+        "        sys.modules['_course_grader_agent'] = agent\n"
+        f"    agent.handle({payload!r}, get_ipython().user_ns)\n"
+        "__grader_request()\n"
+        "del __grader_request\n"
+    )
