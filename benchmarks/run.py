@@ -35,12 +35,17 @@ def as_script(nb_path: Path) -> str:
         # IPython-only lines (magics, shell escapes) have no meaning in a script
         lines = [l for l in src.splitlines() if not l.lstrip().startswith(("%", "!"))]
         cells.append("\n".join(lines))
-    return "\n\n# ---- next cell ----\n".join(cells) + "\n"
+    prelude = ("try:\n    from IPython.display import display\n"
+               "except ImportError:  # no Jupyter here: figures are only saved\n"
+               "    def display(*objs, **kwargs):\n        pass\n")
+    return prelude + "\n\n# ---- next cell ----\n".join(cells) + "\n"
 
 
-def run_notebook(nb_path: Path, out_dir: Path, env: dict, timeout: int) -> float:
+def run_notebook(nb_path: Path, out_dir: Path, env: dict, timeout: int, script: bool = False) -> float:
     t0 = time.perf_counter()
     try:
+        if script:
+            raise ImportError
         import nbformat
         from nbclient import NotebookClient
     except ImportError:
@@ -63,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="full")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
+    ap.add_argument("--script", action="store_true", help="run the code cells as a plain Python script")
     a = ap.parse_args(argv)
 
     names = a.assignments or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         for nb_path in sorted((ROOT / "solutions" / name).glob("*.ipynb")):
             print(f"== {nb_path.relative_to(ROOT)} (profile {a.profile})", flush=True)
             try:
-                s = run_notebook(nb_path, out_dir, env, a.timeout)
+                s = run_notebook(nb_path, out_dir, env, a.timeout, a.script)
                 print(f"   done in {s:.0f} s", flush=True)
             except Exception as e:  # keep going: one failing notebook must not hide the others
                 print(f"   FAILED: {type(e).__name__}: {e}", flush=True)
