@@ -118,9 +118,22 @@ def handle(request_b64, ns):
                 SAVED.setdefault(name, ns.get(name, SAVED))
                 ns[name] = _resolve(path)
             value = None
+        elif op == "forbid":
+            for path in req["paths"]:
+                mod, _, attr = path.rpartition(".")
+                owner = _il.import_module(mod)
+                SAVED.setdefault(("attr", path), (owner, attr, getattr(owner, attr)))
+
+                def _stub(*a, _path=path, **k):
+                    raise RuntimeError(f"{_path} may not be used here: this exercise is to implement it yourself")
+                setattr(owner, attr, _stub)
+            value = None
         elif op == "restore":
             for name, old in list(SAVED.items()):
-                if old is SAVED:
+                if isinstance(name, tuple):
+                    owner, attr, orig = old
+                    setattr(owner, attr, orig)
+                elif old is SAVED:
                     ns.pop(name, None)
                 else:
                     ns[name] = old

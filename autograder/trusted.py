@@ -212,6 +212,17 @@ class Handle:
         finally:
             self._request("restore")
 
+    @contextlib.contextmanager
+    def forbidden(self, *paths: str) -> Iterator[None]:
+        """Within the block, the library functions at these dotted paths raise when called
+        (e.g. ``"torch.nn.functional.scaled_dot_product_attention"``): a solution that
+        delegates to the reference it is graded against fails."""
+        self._request("forbid", paths=list(paths))
+        try:
+            yield
+        finally:
+            self._request("restore")
+
     def source(self, grade_id: str) -> str:
         """The source of the student's cell ``grade_id``, read from the submitted notebook."""
         for cell in self._nb.cells:

@@ -29,6 +29,17 @@ def _device_name() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def _plain(v: Any) -> Any:
+    """JSON-friendly: tensors and numpy scalars become Python numbers, ints stay ints."""
+    if hasattr(v, "item") and callable(v.item):
+        v = v.item()
+    if isinstance(v, bool) or isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return float(v)
+    return v
+
+
 def record(assignment: str, metrics: dict[str, Any], path: str | os.PathLike | None = None) -> dict | None:
     """Append ``metrics`` for ``assignment`` to the results file; return the entry.
 
@@ -43,8 +54,7 @@ def record(assignment: str, metrics: dict[str, Any], path: str | os.PathLike | N
     entry = {
         "assignment": assignment,
         "profile": profile(),
-        "metrics": {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
-                    for k, v in metrics.items()},
+        "metrics": {k: _plain(v) for k, v in metrics.items()},
         "device": _device_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
