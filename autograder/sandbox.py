@@ -9,8 +9,9 @@ What the student's code sees and may do:
 - no network (a fresh network namespace with only a loopback device), its own PID, IPC
   and UTS namespaces, a new session (no terminal injection), no capabilities, no
   setuid (``no_new_privs``);
-- as root, the kernel runs as the unprivileged user ``nobody`` (uid 65534), so the
-  process limit counts only sandboxed processes; otherwise as the calling user;
+- as root, the kernel runs as an unprivileged uid of its own (no passwd entry, a fresh
+  one per kernel), so the process limit counts only that kernel's processes; otherwise
+  as the calling user;
 - resource limits (:class:`Limits`): address space, processes, CPU seconds, file size,
   open files.
 
@@ -20,6 +21,7 @@ working copy): TCP would not cross the fresh network namespace.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 import subprocess
@@ -31,7 +33,16 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from traitlets import Instance
 
-SANDBOX_UID = 65534  # nobody
+SANDBOX_UID = 65534  # nobody: the default
+_UID_BASE, _UID_SPAN = 200_000, 60_000  # per-kernel uids, so process limits never add up
+_uid_counter = itertools.count()
+
+
+def fresh_uid() -> int:
+    """A uid no other sandbox of this machine is likely to use right now: each kernel gets
+    its own, so one submission's fork bomb cannot eat the process quota of another one
+    graded in parallel (RLIMIT_NPROC counts per uid)."""
+    return _UID_BASE + (os.getpid() * 7919 + next(_uid_counter) * 104729) % _UID_SPAN
 
 
 @dataclass
@@ -66,7 +77,7 @@ def _ro_paths() -> list[str]:
 
 
 def bwrap_command(cmd: list[str], workdir: str | os.PathLike, limits: Limits | None = None,
-                  env: dict[str, str] | None = None) -> list[str]:
+                  env: dict[str, str] | None = None, uid: int = SANDBOX_UID) -> list[str]:
     """``cmd`` wrapped so that it runs sandboxed with ``workdir`` as its only writable folder."""
     limits = limits or Limits()
     bwrap = shutil.which("bwrap")
@@ -104,21 +115,21 @@ def bwrap_command(cmd: list[str], workdir: str | os.PathLike, limits: Limits | N
         args += ["--setenv", k, v]
     args.append("--")
     if root:
-        args += ["setpriv", f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups",
+        args += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                  "--no-new-privs", "--bounding-set=-all", "--"]
     limit = ["prlimit", f"--as={limits.memory_mb * 2**20}", f"--nproc={limits.processes}",
              f"--cpu={limits.cpu_s}", f"--fsize={limits.file_mb * 2**20}", f"--nofile={limits.open_files}", "--"]
     return limit + args + list(cmd)
 
 
-def prepare_workdir(workdir: str | os.PathLike) -> None:
+def prepare_workdir(workdir: str | os.PathLike, uid: int = SANDBOX_UID) -> None:
     """Make the working copy (and only it) writable by the sandbox user."""
     if os.geteuid() != 0:
         return
     for dirpath, dirnames, filenames in os.walk(workdir):
-        os.chown(dirpath, SANDBOX_UID, SANDBOX_UID)
+        os.chown(dirpath, uid, uid)
         for name in filenames:
-            os.chown(os.path.join(dirpath, name), SANDBOX_UID, SANDBOX_UID, follow_symlinks=False)
+            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -153,7 +164,8 @@ class SandboxKernelManager(AsyncKernelManager):
         self.transport = "ipc"
         self.ip = os.path.join(os.path.realpath(cwd), ".kernel-ipc")
         self.connection_file = os.path.join(os.path.realpath(cwd), ".kernel.json")
-        prepare_workdir(cwd)
+        self._uid = fresh_uid()
+        prepare_workdir(cwd, self._uid)
         env = dict(kw.get("env") or {})
         keep = {k: v for k, v in env.items()
                 if k in ("COURSE_PROFILE", "NBGRADER_EXECUTION", "MPLBACKEND", "OMP_NUM_THREADS", "PYTHONHASHSEED")}
@@ -165,5 +177,5 @@ class SandboxKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments=None):
         cmd = super().format_kernel_cmd(extra_arguments)
         if os.geteuid() == 0 and os.path.exists(self.connection_file):
-            os.chown(self.connection_file, SANDBOX_UID, SANDBOX_UID)  # written 0600 by the grader
-        return bwrap_command(cmd, self._sandbox_cwd, self.limits, self._sandbox_env)
+            os.chown(self.connection_file, self._uid, self._uid)  # written 0600 by the grader
+        return bwrap_command(cmd, self._sandbox_cwd, self.limits, self._sandbox_env, self._uid)

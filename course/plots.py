@@ -281,3 +281,224 @@ def plot_scaling(
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Vision: image grids, segmentation results, augmentation previews
+# ---------------------------------------------------------------------------------------
+
+__all__ += ["plot_image_grid", "plot_segmentation", "plot_augmentations"]
+
+_GOOD, _BAD = "#1a9641", "#d7191c"  # title colours: right / wrong prediction
+_FP_RGB, _FN_RGB = (1.0, 0.15, 0.1), (0.1, 0.55, 1.0)  # error overlay: false positive / negative
+
+
+def _as_images(images: Any, mean: Any = None, std: Any = None) -> np.ndarray:
+    """``[N, C, H, W]`` (or ``[N, H, W]``, C in {1, 3}) uint8 / float -> float ``[N, H, W, C]`` in [0, 1].
+
+    uint8 is divided by 255; floats are un-normalised with ``mean``/``std`` (per channel) when
+    given, else used as they are when in [0, 1] and min-max scaled per image otherwise.
+    """
+    raw = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    is_uint8 = raw.dtype == np.uint8
+    x = raw.astype(np.float64)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [N, C, H, W] with C = 1 or 3 (or [N, H, W]), got shape {tuple(raw.shape)}")
+    if is_uint8:
+        x = x / 255.0
+    elif mean is not None or std is not None:
+        m = np.asarray(_to_numpy(mean if mean is not None else 0.0)).reshape(1, -1, 1, 1)
+        s = np.asarray(_to_numpy(std if std is not None else 1.0)).reshape(1, -1, 1, 1)
+        x = x * s + m
+    elif np.isfinite(x).all() and (x.min() < 0 or x.max() > 1):
+        lo = x.min(axis=(1, 2, 3), keepdims=True)
+        hi = x.max(axis=(1, 2, 3), keepdims=True)
+        x = (x - lo) / np.where(hi > lo, hi - lo, 1.0)
+    x = np.clip(np.nan_to_num(x), 0.0, 1.0)  # imshow logs a warning when RGB is out of range
+    return x.transpose(0, 2, 3, 1)
+
+
+def _show(ax: Axes, img: np.ndarray) -> None:
+    """Draw one ``[H, W, C]`` image in [0, 1] without ticks."""
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _class_name(c: Any, class_names: Sequence[str] | None) -> str:
+    i = int(c)
+    if class_names is not None and 0 <= i < len(class_names):
+        return str(class_names[i])
+    return str(i)
+
+
+def plot_image_grid(
+    images: Any,
+    labels: Any = None,
+    preds: Any = None,
+    class_names: Sequence[str] | None = None,
+    ncols: int = 8,
+    mean: Any = None,
+    std: Any = None,
+    title: str | None = None,
+) -> Figure:
+    """A grid of images, one axes per image, with their labels (and predictions).
+
+    Args:
+        images: ``Tensor[N, C, H, W]`` (C = 1 or 3; ``[N, H, W]`` for grayscale), uint8 in
+            0..255 or float. Floats are un-normalised as ``x * std + mean`` when ``mean`` /
+            ``std`` are given (per channel, e.g. the CIFAR-10 statistics), used as they are
+            when in [0, 1], and min-max scaled per image otherwise.
+        labels: ``N`` class indices; preds: ``N`` predicted indices (titles read
+            "label / pred", green when right and red when wrong).
+        class_names: names for the indices.
+        ncols: images per row.
+    """
+    x = _as_images(images, mean, std)
+    N = x.shape[0]
+    lab = None if labels is None else [int(v) for v in _to_numpy(labels).reshape(-1)]
+    pred = None if preds is None else [int(v) for v in _to_numpy(preds).reshape(-1)]
+    for name, vals in (("labels", lab), ("preds", pred)):
+        if vals is not None and len(vals) != N:
+            raise ValueError(f"{name} has {len(vals)} entries but there are {N} images")
+    if N == 0:
+        raise ValueError("plot_image_grid: no images")
+    ncols = max(1, min(ncols, N))
+    nrows = math.ceil(N / ncols)
+    titled = lab is not None or pred is not None
+    fig = Figure(figsize=(1.5 * ncols, (1.5 + 0.3 * titled) * nrows + 0.4 * bool(title)), layout="constrained")
+    for i in range(N):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        _show(ax, x[i])
+        if lab is not None and pred is not None:
+            right = lab[i] == pred[i]
+            text = f"{_class_name(lab[i], class_names)} / {_class_name(pred[i], class_names)}"
+            ax.set_title(text, fontsize=8, color=_GOOD if right else _BAD)
+        elif lab is not None:
+            ax.set_title(_class_name(lab[i], class_names), fontsize=8)
+        elif pred is not None:
+            ax.set_title(_class_name(pred[i], class_names), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _plane(x: Any, what: str) -> np.ndarray:
+    """``[H, W]`` float from ``[H, W]``, ``[1, H, W]`` or ``[1, 1, H, W]``."""
+    a = _to_numpy(x)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"{what} must be [1, H, W] or [H, W], got shape {tuple(_to_numpy(x).shape)}")
+    return a
+
+
+def plot_segmentation(
+    image: Any,
+    target: Any,
+    pred: Any,
+    threshold: float = 0.5,
+    title: str | None = None,
+) -> Figure:
+    """Image, ground truth, prediction and errors side by side; IoU and Dice in the title.
+
+    Class 1 is the positive class (for ISBI 2012: membrane).
+
+    Args:
+        image: ``Tensor[1, H, W]`` or ``[3, H, W]`` (uint8, or float: min-max scaled when
+            outside [0, 1]).
+        target: ``Tensor[1, H, W]`` in {0, 1}.
+        pred: ``Tensor[1, H, W]``: probabilities, or 0/1; positive where ``pred >= threshold``.
+        threshold: decision threshold on ``pred``.
+
+    Panels: the image; the truth; the prediction (probabilities in gray, the
+    ``threshold`` contour in red); the errors over the image: false positives in red,
+    false negatives in blue.
+    """
+    raw = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+    img = _as_images((raw[None] if raw.ndim == 2 else raw)[None])[0]  # (H, W, C) in [0, 1]
+    t = _plane(target, "target") >= 0.5
+    p_raw = _plane(pred, "pred")
+    if t.shape != img.shape[:2] or p_raw.shape != img.shape[:2]:
+        raise ValueError(
+            f"image {img.shape[:2]}, target {t.shape} and pred {p_raw.shape} must have the same H and W"
+        )
+    p = p_raw >= threshold
+    inter, union = np.logical_and(p, t).sum(), np.logical_or(p, t).sum()
+    total = p.sum() + t.sum()
+    iou = inter / union if union else 1.0  # both empty: perfect
+    dice = 2 * inter / total if total else 1.0
+    fp, fn = p & ~t, ~p & t
+    H, W = t.shape
+    fig = Figure(figsize=(12.5, 3.6 * H / max(W, 1) + 0.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    _show(axes[0], img)
+    axes[0].set_title("image")
+    axes[1].imshow(t, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes[1].set_title(f"truth ({t.mean():.1%} positive)")
+    probs = np.clip(np.nan_to_num(p_raw), 0.0, 1.0)
+    axes[2].imshow(probs, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if 0 < threshold < 1 and probs.min() < threshold < probs.max():
+        axes[2].contour(probs, levels=[threshold], colors=[_BAD], linewidths=0.6)
+    axes[2].set_title(f"prediction (>= {threshold:g}: {p.mean():.1%})")
+    gray = img.mean(axis=-1, keepdims=True)
+    over = np.repeat(gray, 3, axis=-1) * 0.6
+    over[fp] = _FP_RGB
+    over[fn] = _FN_RGB
+    axes[3].imshow(over, interpolation="nearest")
+    axes[3].set_title(f"errors: FP {fp.sum()} (red), FN {fn.sum()} (blue)", fontsize=10)
+    for ax in axes[1:]:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle((f"{title}: " if title else "") + f"IoU {iou:.3f}, Dice {dice:.3f}")
+    return fig
+
+
+def plot_augmentations(
+    original: Any,
+    augmented: Any,
+    n: int = 8,
+    n_versions: int = 3,
+    title: str | None = "augmentations",
+) -> Figure:
+    """Originals on the top row, augmented versions below, one column per image.
+
+    Args:
+        original: ``Tensor[N, C, H, W]`` (the first ``n`` are shown).
+        augmented: ``Tensor[N, C, h, w]`` (one row), ``Tensor[K, N, C, h, w]`` (K rows), or a
+            callable ``f(original[:n]) -> Tensor[n, C, h, w]`` (or a tuple whose first item is
+            that, e.g. ``(x, y)``) called ``n_versions`` times, one row each. Sizes may differ
+            from the originals (e.g. crops).
+        n: columns shown.
+        n_versions: rows of augmented versions when ``augmented`` is a callable.
+    """
+    shown = min(n, int(original.shape[0]))
+    if shown < 1:
+        raise ValueError("plot_augmentations: no images")
+    orig = original[:shown]
+    if callable(augmented):
+        rows = []
+        for _ in range(n_versions):
+            out = augmented(orig)
+            rows.append(out[0] if isinstance(out, (tuple, list)) else out)
+    else:
+        aug = augmented.detach().cpu() if hasattr(augmented, "detach") else np.asarray(augmented)
+        rows = [aug[k][:shown] for k in range(aug.shape[0])] if aug.ndim == 5 else [aug[:shown]]
+    grids = [_as_images(orig)] + [_as_images(r) for r in rows]
+    for k, g in enumerate(grids[1:], start=1):
+        if g.shape[0] != shown:
+            raise ValueError(f"augmented row {k} has {g.shape[0]} images, expected {shown}")
+    fig = Figure(figsize=(1.5 * shown, 1.55 * len(grids) + 0.4), layout="constrained")
+    axes = fig.subplots(len(grids), shown, squeeze=False)
+    for r, g in enumerate(grids):
+        for c in range(shown):
+            _show(axes[r, c], g[c])
+        axes[r, 0].set_ylabel("original" if r == 0 else f"augmented {r}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -419,3 +419,10 @@ def test_make_batches_in_order_and_token_budget(encoded) -> None:
     assert sizes == [len(loader)] * 2 and len(loader) > len(encoded) * 10 // budget
     with pytest.raises(ValueError, match="empty"):
         make_batches([], batch_size=4)
+
+
+def test_every_exported_data_name_resolves():
+    import course.data
+
+    missing = [n for n in course.data.__all__ if not hasattr(course.data, n)]
+    assert not missing, f"course.data.__all__ names that do not resolve: {missing}"

@@ -31,6 +31,21 @@ def _regions(nb, begin: str, end: str) -> list[str]:
     return lines
 
 
+def _public(nb) -> set[str]:
+    """Stripped lines of the source outside any solution or hidden-test region."""
+    out = set()
+    for cell in nb.cells:
+        inside = False
+        for line in cell.source.splitlines():
+            if "BEGIN SOLUTION" in line or "BEGIN HIDDEN TESTS" in line:
+                inside = True
+            elif "END SOLUTION" in line or "END HIDDEN TESTS" in line:
+                inside = False
+            elif not inside:
+                out.add(line.strip())
+    return out
+
+
 def _code_text(path: Path) -> str:
     nb = nbformat.read(path, as_version=4)
     return "\n".join(c.source for c in nb.cells)
@@ -52,8 +67,10 @@ def test_release_holds_no_solution_and_no_hidden_test(src):
     text = _code_text(student)
     for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
         assert marker not in text, f"{student}: contains the marker {marker!r}"
-    leaked = [l for l in _regions(nb, "BEGIN SOLUTION", "END SOLUTION") if l in text]
-    leaked += [l for l in _regions(nb, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS") if l in text]
+    public = _public(nb)  # a line that is also given to students elsewhere is no leak
+    lines = {l.strip() for l in text.splitlines()}
+    leaked = [l for l in _regions(nb, "BEGIN SOLUTION", "END SOLUTION") if l in lines and l not in public]
+    leaked += [l for l in _regions(nb, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS") if l in lines and l not in public]
     assert not leaked, f"{student} contains solution or hidden-test lines: {leaked[:5]}"
     raw = json.loads(student.read_text())
     assert all(not c.get("outputs") for c in raw["cells"] if c["cell_type"] == "code"), "release has outputs"
@@ -65,8 +82,9 @@ def test_solutions_hold_no_hidden_test(src):
     sol = ROOT / "solutions" / src.parent.name / src.name
     text = _code_text(sol)
     assert "HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text
-    hidden = _regions(nb, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
-    leaked = [l for l in hidden if l in text and l not in _code_text(ROOT / "assignments" / src.parent.name / src.name)]
+    public = _public(nb) | set(_regions(nb, "BEGIN SOLUTION", "END SOLUTION"))
+    lines = {l.strip() for l in text.splitlines()}
+    leaked = [l for l in _regions(nb, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS") if l in lines and l not in public]
     assert not leaked, f"{sol} contains hidden-test lines: {leaked[:5]}"
     solution_lines = _regions(nb, "BEGIN SOLUTION", "END SOLUTION")
     assert solution_lines and all(l in text for l in solution_lines), "solutions/ lost solution code"
