@@ -5,6 +5,7 @@ No network: downloads are made to fail, data is the synthetic stack at small siz
 
 from __future__ import annotations
 
+import tempfile
 import importlib
 import tarfile
 import urllib.error
@@ -144,7 +145,7 @@ def test_synthetic_deterministic(tmp_path: Path) -> None:
 
 
 def test_synthetic_root_cached_and_race_safe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(isbi_mod.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with ThreadPoolExecutor(3) as pool:
         roots = list(pool.map(lambda _: synthetic_isbi_root(seed=0, size=24, n=4), range(3)))
     assert len(set(roots)) == 1 and [p.name for p in tmp_path.iterdir()] == [roots[0].name]

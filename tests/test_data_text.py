@@ -6,6 +6,7 @@ the synthetic stand-in written into ``tmp_path`` and read through the real loade
 
 from __future__ import annotations
 
+import tempfile
 import gzip
 import importlib
 import urllib.error
@@ -208,7 +209,7 @@ def test_synthetic_fails_real_checksum_with_hint(synth_root: Path) -> None:
 
 
 def test_synthetic_root_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(multi30k_mod.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     r1 = synthetic_multi30k_root(seed=0)
     assert r1.parent == tmp_path
     stamp = (r1 / "multi30k" / "train.en.gz").stat().st_mtime_ns
@@ -220,7 +221,7 @@ def test_synthetic_root_cached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_synthetic_root_concurrent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(multi30k_mod.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with ThreadPoolExecutor(4) as pool:
         roots = list(pool.map(lambda _: synthetic_multi30k_root(seed=1), range(4)))
     assert len(set(roots)) == 1 and [p.name for p in tmp_path.iterdir()] == [roots[0].name]

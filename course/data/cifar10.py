@@ -27,10 +27,8 @@ import io
 import json
 import os
 import pickle
-import shutil
 import struct
 import tarfile
-import tempfile
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .download import ENV_DATA_DIR, DataError, data_dir
+from .download import ENV_DATA_DIR, DataError, cached_root, data_dir
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -477,26 +475,6 @@ def synthetic_cifar10_root(seed: int = 0) -> Path:
     processes race: each writes into its own temporary folder, which is renamed into
     place; a loser discards its copy.
     """
-    base = Path(tempfile.gettempdir())
-    root = base / f"course-cifar10-synthetic-v{_SYNTHETIC_VERSION}-seed{seed}"
-    expected = (*_TRAIN_FILES, *_TEST_FILES, _META_FILE, _MANIFEST)
-
-    def complete() -> bool:
-        return all((root / _BASE / name).is_file() for name in expected)
-
-    if complete():
-        return root
-    if root.exists():  # incomplete (e.g. files deleted by hand): rebuild
-        shutil.rmtree(root, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=base))
-    try:
-        write_synthetic_cifar10(tmp, seed=seed)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not complete():  # someone else holds the name but it is not usable
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    files = [f"{_BASE}/{name}" for name in (*_TRAIN_FILES, *_TEST_FILES, _META_FILE, _MANIFEST)]
+    return cached_root(f"course-cifar10-synthetic-v{_SYNTHETIC_VERSION}-seed{seed}", files,
+                       lambda tmp: write_synthetic_cifar10(tmp, seed=seed))

@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
 import socket
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from tqdm import tqdm  # plain bar: tqdm.auto warns on stderr without ipywidgets
@@ -177,3 +179,35 @@ def fetch(
 
 
 _download = download  # `fetch` has a parameter named `download`
+
+
+def cached_root(name: str, expected: Iterable[str], write: Callable[[Path], object]) -> Path:
+    """``<system temp>/<name>``, written once by ``write(folder)`` and reused after.
+
+    ``expected`` lists the files (relative to the root) that make the copy complete; an
+    incomplete copy is rebuilt. Safe when several processes race: each writes into its own
+    temporary folder, which is renamed into place; a loser discards its copy.
+    """
+    base = Path(tempfile.gettempdir())
+    root = base / name
+    expected = list(expected)
+
+    def complete() -> bool:
+        return all((root / rel).is_file() for rel in expected)
+
+    if complete():
+        return root
+    if root.exists():  # incomplete (e.g. files deleted by hand): rebuild
+        shutil.rmtree(root, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=base))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not complete():  # someone else holds the name but it is not usable
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -31,7 +31,6 @@ import hashlib
 import math
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import zlib
@@ -44,7 +43,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from .download import DataError, data_dir, fetch
+from .download import DataError, cached_root, data_dir, fetch
 
 __all__ = [
     "ISBI_N_SLICES",
@@ -218,7 +217,7 @@ def _fetch_slice(kind: str, i: int, root: Path, download: bool, verify: bool) ->
             hint = "if this folder holds the synthetic stand-in from write_synthetic_isbi, load it with verify=False"
         else:
             hint = (
-                f"with a local copy of the mirror's files packed as a tarball "
+                "with a local copy of the mirror's files packed as a tarball "
                 f"(membrane/image/{{i}}.png, membrane/label/{{i}}.png), pass "
                 f"archive='/path/to/isbi2012-membrane.tar.gz' or call extract_isbi_archive"
             )
@@ -777,27 +776,7 @@ def synthetic_isbi_root(seed: int = 0, size: int = 512, n: int = ISBI_N_SLICES) 
     several processes race: each writes into its own temporary folder, which is renamed
     into place; a loser discards its copy.
     """
-    base = Path(tempfile.gettempdir())
-    root = base / f"course-isbi2012-synthetic-v{_SYNTHETIC_VERSION}-n{n}-size{size}-seed{seed}"
-    expected = [root / _SUBDIR / kind / f"{i}.png" for kind in _KINDS for i in range(n)]
-
-    def complete() -> bool:
-        return all(p.is_file() for p in expected)
-
-    if complete():
-        return root
-    if root.exists():  # incomplete (e.g. files deleted by hand): rebuild
-        shutil.rmtree(root, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=base))
-    try:
-        write_synthetic_isbi(tmp, n=n, size=size, seed=seed)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not complete():  # someone else holds the name but it is not usable
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    files = [f"{_SUBDIR}/{kind}/{i}.png" for kind in _KINDS for i in range(n)]
+    return cached_root(f"course-isbi2012-synthetic-v{_SYNTHETIC_VERSION}-n{n}-size{size}-seed{seed}", files,
+                       lambda tmp: write_synthetic_isbi(tmp, n=n, size=size, seed=seed))
 

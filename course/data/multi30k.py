@@ -19,12 +19,10 @@ import gzip
 import io
 import os
 import random
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
-from .download import DataError, fetch
+from .download import DataError, cached_root, fetch
 
 __all__ = [
     "MULTI30K_SPLITS",
@@ -340,26 +338,6 @@ def synthetic_multi30k_root(seed: int = 0) -> Path:
     processes race: each writes into its own temporary folder, which is renamed into
     place; a loser discards its copy.
     """
-    base = Path(tempfile.gettempdir())
-    root = base / f"course-multi30k-synthetic-v{_SYNTHETIC_VERSION}-seed{seed}"
-    expected = [f"{s}.{lang}.gz" for s in MULTI30K_SPLITS for lang in MULTI30K_LANGS]
-
-    def complete() -> bool:
-        return all((root / _SUBDIR / name).is_file() for name in expected)
-
-    if complete():
-        return root
-    if root.exists():  # incomplete (e.g. files deleted by hand): rebuild
-        shutil.rmtree(root, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=base))
-    try:
-        write_synthetic_multi30k(tmp, seed=seed)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not complete():  # someone else holds the name but it is not usable
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    files = [f"{_SUBDIR}/{s}.{lang}.gz" for s in MULTI30K_SPLITS for lang in MULTI30K_LANGS]
+    return cached_root(f"course-multi30k-synthetic-v{_SYNTHETIC_VERSION}-seed{seed}", files,
+                       lambda tmp: write_synthetic_multi30k(tmp, seed=seed))
