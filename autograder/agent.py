@@ -21,7 +21,8 @@ import base64 as _b64, json as _json, sys as _sys, traceback as _tb, importlib a
 
 MIME = "application/x-course-grader+json"
 OBJECTS = {}
-SAVED = {}
+SAVED = []  # a stack: one frame of replaced names per substitute/forbid, undone by restore
+_MISSING = object()
 
 
 def _tensor(d):
@@ -59,9 +60,9 @@ def encode(v):
                                "data": _b64.b64encode(arr.numpy().tobytes()).decode("ascii")}}
     if v is None or type(v) in (bool, int, float, str):
         return v
-    if type(v) in (list, tuple):
+    if isinstance(v, (list, tuple)):  # namedtuples too
         return [encode(x) for x in v]
-    if type(v) is dict and all(type(k) is str for k in v):
+    if isinstance(v, dict) and all(type(k) is str for k in v):
         return {k: encode(x) for k, x in v.items()}
     oid = len(OBJECTS) + 1
     OBJECTS[oid] = v
@@ -114,30 +115,36 @@ def handle(request_b64, ns):
             value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins],
                      "params": {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}}
         elif op == "substitute":
+            frame = {}
+            SAVED.append(frame)
             for name, path in req["names"].items():
-                SAVED.setdefault(name, ns.get(name, SAVED))
+                frame.setdefault(name, ns.get(name, _MISSING))
                 ns[name] = _resolve(path)
             value = None
         elif op == "forbid":
+            frame = {}
+            SAVED.append(frame)
             for path in req["paths"]:
                 mod, _, attr = path.rpartition(".")
                 owner = _il.import_module(mod)
-                SAVED.setdefault(("attr", path), (owner, attr, getattr(owner, attr)))
+                frame.setdefault(("attr", path), (owner, attr, getattr(owner, attr)))
 
                 def _stub(*a, _path=path, **k):
                     raise RuntimeError(f"{_path} may not be used here: this exercise is to implement it yourself")
                 setattr(owner, attr, _stub)
             value = None
-        elif op == "restore":
-            for name, old in list(SAVED.items()):
-                if isinstance(name, tuple):
-                    owner, attr, orig = old
-                    setattr(owner, attr, orig)
-                elif old is SAVED:
-                    ns.pop(name, None)
-                else:
-                    ns[name] = old
-            SAVED.clear()
+        elif op in ("restore", "restore_all"):
+            while SAVED:
+                for name, old in SAVED.pop().items():
+                    if isinstance(name, tuple):
+                        owner, attr, orig = old
+                        setattr(owner, attr, orig)
+                    elif old is _MISSING:
+                        ns.pop(name, None)
+                    else:
+                        ns[name] = old
+                if op == "restore":
+                    break
             value = None
         elif op == "clear":
             OBJECTS.clear()

@@ -188,7 +188,7 @@ class RobustExecute(Execute):
             verdict.mirrored.append(chk.mirrors_visible)
         if not died:
             try:
-                handle._request("restore")
+                handle._request("restore_all")  # whatever a failed check left substituted
                 handle._request("clear")
             except (DeadKernelError, CellTimeoutError):
                 died = True

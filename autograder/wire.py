@@ -133,10 +133,10 @@ def encode(v: Any) -> Any:
         return {"__object__": v.ref.oid}
     if v is None or type(v) in (bool, int, float, str):
         return v
-    if type(v) is tuple:
+    if isinstance(v, tuple):
         return {"__tuple__": [encode(x) for x in v]}
-    if type(v) is list:
+    if isinstance(v, list):
         return [encode(x) for x in v]
-    if type(v) is dict:
+    if isinstance(v, dict):  # OrderedDict (a state_dict) too
         return {str(k): encode(x) for k, x in v.items()}
     raise TypeError(f"cannot send a value of type {type(v).__name__} to the kernel")

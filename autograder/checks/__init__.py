@@ -1,0 +1,1 @@
+"""Hidden checks of the assignments, one file per assignment (loaded by autograder.trusted.load_checks)."""
