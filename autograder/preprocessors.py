@@ -164,6 +164,9 @@ class RobustExecute(Execute):
         checks = self._checks.get(gid)
         if not checks:
             return
+        import time
+
+        t0 = time.perf_counter()
         verdict = CellVerdict(gid, in_kernel_ok=not any(o.get("output_type") == "error" for o in cell.outputs))
         handle = Handle(lambda code: self._request(index, code), nb)
         died = False
@@ -195,7 +198,7 @@ class RobustExecute(Execute):
             except Exception:
                 pass
         self._apply_verdict(cell, verdict)
-        self._verdicts[gid] = verdict.as_dict()
+        self._verdicts[gid] = dict(verdict.as_dict(), seconds=round(time.perf_counter() - t0, 3))
         if died:
             raise _DiedInCheck("kernel died during a hidden check")
 

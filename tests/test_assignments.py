@@ -72,6 +72,14 @@ def test_demo_end_to_end(tmp_path):
                     inside = False
                 elif inside and len(line.strip()) > 20 and not line.strip().startswith("#"):
                     hidden.append(line.strip())
+    # the hidden checks of each grade cell (trusted side, full solution) also fit in 2 s
+    import json
+
+    for report in (tmp_path / "demo" / "grading-logs").rglob("alice_full.trusted.json"):
+        verdicts = json.loads(report.read_text())
+        assert verdicts and all(v["passed"] for v in verdicts.values()), verdicts
+        slow = {g: v["seconds"] for g, v in verdicts.items() if v["seconds"] > GRADE_CELL_S}
+        assert not slow, f"hidden checks slower than {GRADE_CELL_S} s per grade cell: {slow}"
     pages = list((tmp_path / "demo" / "feedback").rglob("*.html"))
     assert len(pages) == 3 * len(SOURCES), pages
     import html
