@@ -5,31 +5,17 @@ Every plot returns a Figure with the expected axes, quietly (no warnings, nothin
 
 from __future__ import annotations
 
-import io
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
 
+from conftest import render
 from course import plots
 
 
-@pytest.fixture(autouse=True)
-def _quiet(capfd: pytest.CaptureFixture[str]):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
-    assert capfd.readouterr().err == ""
-
-
-def _render(fig: Figure) -> None:
-    """Draw for real: layout and clipping warnings only show up when rendering."""
-    assert isinstance(fig, Figure)
-    fig.savefig(io.BytesIO(), format="png", dpi=30)
+pytestmark = pytest.mark.usefixtures("quiet")
 
 
 def _image_data(ax) -> np.ndarray:
@@ -41,7 +27,7 @@ def test_image_grid_labels_and_predictions_coloured() -> None:
     names = ["cat", "dog", "ship"]
     fig = plots.plot_image_grid(x, labels=[0, 1, 2, 0, 1, 2, 0, 1, 2, 0], preds=[0, 2, 2, 0, 1, 1, 0, 1, 2, 0],
                                 class_names=names, ncols=4, title="CIFAR")
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 10
     t0, t1 = fig.axes[0].title, fig.axes[1].title
     assert t0.get_text() == "cat / cat" and t1.get_text() == "dog / ship"
@@ -54,12 +40,12 @@ def test_image_grid_unnormalises_and_handles_gray() -> None:
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.2, 0.2])
     raw = torch.rand(3, 3, 6, 6)
     fig = plots.plot_image_grid((raw - mean[:, None, None]) / std[:, None, None], labels=[1, 2, 3], mean=mean, std=std)
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 3 and fig.axes[2].get_title() == "3"
     assert np.allclose(_image_data(fig.axes[0]), raw[0].permute(1, 2, 0).numpy(), atol=1e-6)
     gray = torch.randn(5, 1, 7, 7) * 3  # out of [0, 1] without statistics: scaled, not clipped
     fig = plots.plot_image_grid(gray)
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 5 and fig.axes[0].get_title() == ""
     shown = _image_data(fig.axes[0])
     assert shown.shape == (7, 7) and np.isclose(shown.min(), 0) and np.isclose(shown.max(), 1)
@@ -74,7 +60,7 @@ def test_segmentation_panels_errors_and_scores() -> None:
     pred[:, :, 4:12] = 0.9  # 4 columns right, 4 columns false positive, 4 columns missed
     image = torch.rand(1, 16, 16)
     fig = plots.plot_segmentation(image, target, pred, threshold=0.5, title="slice 24")
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 4
     # IoU = 4/12, Dice = 2*4/(8+8)
     assert "IoU 0.333" in fig.get_suptitle() and "Dice 0.500" in fig.get_suptitle()
@@ -90,7 +76,7 @@ def test_segmentation_panels_errors_and_scores() -> None:
 def test_segmentation_perfect_empty_and_rgb_uint8() -> None:
     empty = torch.zeros(1, 8, 8)
     fig = plots.plot_segmentation(torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), empty, empty)
-    _render(fig)
+    render(fig)
     assert "IoU 1.000" in fig.get_suptitle() and "Dice 1.000" in fig.get_suptitle()
     with pytest.raises(ValueError, match="same H and W"):
         plots.plot_segmentation(torch.rand(1, 8, 8), empty, torch.zeros(1, 8, 9))
@@ -99,7 +85,7 @@ def test_segmentation_perfect_empty_and_rgb_uint8() -> None:
 def test_augmentations_from_tensor_and_callable() -> None:
     orig = torch.rand(10, 1, 12, 12)
     fig = plots.plot_augmentations(orig, orig.flip(-1), n=6)
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 2 * 6
     assert fig.axes[0].get_ylabel() == "original" and fig.axes[6].get_ylabel() == "augmented 1"
     assert np.allclose(_image_data(fig.axes[6]), orig[0, 0].flip(-1).numpy())
@@ -110,10 +96,10 @@ def test_augmentations_from_tensor_and_callable() -> None:
         return x[..., 2:10, 2:10], None  # (x, y) like a TileSampler batch
 
     fig = plots.plot_augmentations(orig, crop, n=4, n_versions=3)
-    _render(fig)
+    render(fig)
     assert calls == [4, 4, 4] and len(fig.axes) == 4 * 4
     assert _image_data(fig.axes[-1]).shape == (8, 8)
     stacked = torch.rand(2, 3, 3, 5, 5)  # K=2 versions of 3 RGB images
     fig = plots.plot_augmentations(torch.rand(3, 3, 5, 5), stacked, n=8)
-    _render(fig)
+    render(fig)
     assert len(fig.axes) == 3 * 3
