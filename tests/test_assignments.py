@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from pathlib import Path
