@@ -87,7 +87,6 @@ def apply(
         c[name].kernel_name = KERNEL_NAME
         c[name].timeout = cell_timeout_s
         c[name].interrupt_on_timeout = True
-        c[name].allow_errors = True
     c.RobustExecute.max_output_chars = max_output_chars
     if checks_dir is not None:
         c.RobustExecute.checks_dir = str(checks_dir)

@@ -26,6 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,8 @@ def _ro_paths() -> list[str]:
 
 
 def bwrap_command(cmd: list[str], workdir: str | os.PathLike, limits: Limits | None = None,
-                  env: dict[str, str] | None = None, uid: int = SANDBOX_UID) -> list[str]:
+                  env: dict[str, str] | None = None, uid: int = SANDBOX_UID,
+                  extra_rw: list[str] | None = None) -> list[str]:
     """``cmd`` wrapped so that it runs sandboxed with ``workdir`` as its only writable folder."""
     limits = limits or Limits()
     bwrap = shutil.which("bwrap")
@@ -100,12 +102,15 @@ def bwrap_command(cmd: list[str], workdir: str | os.PathLike, limits: Limits | N
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm", "--tmpfs", "/tmp",
              "--perms", "0777", "--dir", "/tmp/home"]
     ro = [p for p in _ro_paths() if not p.startswith(("/usr/", "/etc/"))]
-    parents = sorted({str(q) for p in ro + [workdir] for q in Path(p).parents if str(q) not in ("/", "/tmp")})
+    rw = [workdir, *(extra_rw or [])]
+    parents = sorted({str(q) for p in ro + rw for q in Path(p).parents if str(q) not in ("/", "/tmp")})
     for d in parents:  # traversable by the unprivileged user
         args += ["--perms", "0755", "--dir", d]
     for p in ro:
         args += ["--ro-bind", p, p]
-    args += ["--bind", workdir, workdir, "--chdir", workdir, "--clearenv"]
+    for p in rw:
+        args += ["--bind", p, p]
+    args += ["--chdir", workdir, "--clearenv"]
     base_env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp/home", "LANG": "C.UTF-8", "MPLCONFIGDIR": "/tmp/home/.mpl",
@@ -161,11 +166,15 @@ class SandboxKernelManager(AsyncKernelManager):
         # bwrap starts the kernel in a new session, out of reach of a SIGINT to our
         # process group: interrupt over the control channel instead
         self.kernel_spec.interrupt_mode = "message"
-        self.transport = "ipc"
-        self.ip = os.path.join(os.path.realpath(cwd), ".kernel-ipc")
-        self.connection_file = os.path.join(os.path.realpath(cwd), ".kernel.json")
         self._uid = fresh_uid()
+        # Unix socket paths must stay under ~100 bytes, which a course folder can exceed:
+        # the sockets and the connection file live in a short private folder of their own
+        self._ipc_dir = tempfile.mkdtemp(prefix="cg", dir="/tmp")
+        self.transport = "ipc"
+        self.ip = os.path.join(self._ipc_dir, "k")
+        self.connection_file = os.path.join(self._ipc_dir, "kernel.json")
         prepare_workdir(cwd, self._uid)
+        prepare_workdir(self._ipc_dir, self._uid)
         env = dict(kw.get("env") or {})
         keep = {k: v for k, v in env.items()
                 if k in ("COURSE_PROFILE", "NBGRADER_EXECUTION", "MPLBACKEND", "OMP_NUM_THREADS", "PYTHONHASHSEED")}
@@ -178,4 +187,9 @@ class SandboxKernelManager(AsyncKernelManager):
         cmd = super().format_kernel_cmd(extra_arguments)
         if os.geteuid() == 0 and os.path.exists(self.connection_file):
             os.chown(self.connection_file, self._uid, self._uid)  # written 0600 by the grader
-        return bwrap_command(cmd, self._sandbox_cwd, self.limits, self._sandbox_env, self._uid)
+        return bwrap_command(cmd, self._sandbox_cwd, self.limits, self._sandbox_env, self._uid,
+                             extra_rw=[self._ipc_dir])
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        shutil.rmtree(getattr(self, "_ipc_dir", ""), ignore_errors=True)
