@@ -82,6 +82,19 @@ def _resolve(path):
     return getattr(_il.import_module(mod), attr)
 
 
+def _forbid_mode(names):
+    from torch.overrides import TorchFunctionMode
+
+    class _Forbid(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            path = names.get(getattr(func, "__name__", None))
+            if path is not None:
+                raise RuntimeError(f"{path} may not be used here: this exercise is to implement it yourself")
+            return func(*args, **(kwargs or {}))
+
+    return _Forbid()
+
+
 def handle(request_b64, ns):
     from IPython.display import publish_display_data
     try:
@@ -124,19 +137,30 @@ def handle(request_b64, ns):
         elif op == "forbid":
             frame = {}
             SAVED.append(frame)
+            torch_funcs = {}
             for path in req["paths"]:
                 mod, _, attr = path.rpartition(".")
                 owner = _il.import_module(mod)
-                frame.setdefault(("attr", path), (owner, attr, getattr(owner, attr)))
+                orig = getattr(owner, attr)
+                frame.setdefault(("attr", path), (owner, attr, orig))
+                if callable(orig) and not isinstance(orig, type):
+                    torch_funcs[getattr(orig, "__name__", attr)] = path
 
                 def _stub(*a, _path=path, **k):
                     raise RuntimeError(f"{_path} may not be used here: this exercise is to implement it yourself")
                 setattr(owner, attr, _stub)
+            if torch_funcs and "torch" in _sys.modules:
+                # an alias taken earlier (f = F.scaled_dot_product_attention) escapes the
+                # attribute patch above, but not torch's function dispatch
+                frame[("mode",)] = _forbid_mode(torch_funcs)
+                frame[("mode",)].__enter__()
             value = None
         elif op in ("restore", "restore_all"):
             while SAVED:
                 for name, old in SAVED.pop().items():
-                    if isinstance(name, tuple):
+                    if name == ("mode",):
+                        old.__exit__(None, None, None)
+                    elif isinstance(name, tuple):
                         owner, attr, orig = old
                         setattr(owner, attr, orig)
                     elif old is _MISSING:

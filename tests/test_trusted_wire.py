@@ -1,0 +1,124 @@
+"""The trusted-grading protocol without a kernel: the agent (what runs in the student's
+process) driven in-process, and the strict parser of its replies."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from autograder import agent, wire
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    """Run request cells like the student's kernel would; return the parsed replies."""
+    import IPython.display
+
+    published: list[dict] = []
+    monkeypatch.setattr(IPython.display, "publish_display_data", lambda data, *a, **k: published.append(data))
+    ns: dict = {"__name__": "__main__"}
+    ns["get_ipython"] = lambda: types.SimpleNamespace(user_ns=ns)
+
+    def request(op, **fields):
+        for key in ("args", "kwargs"):
+            if key in fields:
+                fields[key] = wire.encode(fields[key])
+        exec(agent.request_code(op, **fields), ns)
+        return wire.parse_reply(published[-1][agent.MIME])
+
+    yield ns, request
+    import sys
+
+    request("restore_all")
+    sys.modules.pop("_course_grader_agent", None)
+
+
+def test_tensors_cross_exactly(kernel):
+    ns, request = kernel
+    ns["double"] = lambda x, scale=2: (x if scale == 1 else x * scale, x.shape[0], "ok")
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.bool):
+        x = (torch.randn(3, 4) * 10).to(dtype)
+        r = request("call", name="double", args=[x], kwargs={"scale": 1})
+        assert r["ok"], r
+        out, n, s = r["value"]
+        assert out.dtype == dtype and torch.equal(out, x) and n == 3 and s == "ok"
+
+
+def test_student_errors_come_back_with_where(kernel):
+    ns, request = kernel
+    exec("def f(x):\n    return x.nonexistent\n", ns)
+    r = request("call", name="f", args=[1])
+    assert not r["ok"] and r["error"]["type"] == "AttributeError"
+    r = request("call", name="undefined_function", args=[])
+    assert not r["ok"] and "did you run the cell" in r["error"]["message"]
+
+
+def test_objects_stay_in_the_kernel(kernel):
+    ns, request = kernel
+
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    ns["make"] = AlwaysEqual
+    r = request("call", name="make", args=[])
+    assert isinstance(r["value"], wire.ObjectRef) and r["value"].type_name == "AlwaysEqual"
+    assert r["value"] != 3, "an opaque reference must not compare equal to a number"
+
+
+def test_forbidden_catches_aliases_taken_earlier(kernel):
+    ns, request = kernel
+    exec("import torch.nn.functional as F\n_alias = F.scaled_dot_product_attention\n"
+         "def attn(q, k, v):\n    return _alias(q, k, v)\n", ns)
+    q = torch.randn(1, 2, 3, 4)
+    assert request("call", name="attn", args=[q, q, q])["ok"]
+    request("forbid", paths=["torch.nn.functional.scaled_dot_product_attention"])
+    r = request("call", name="attn", args=[q, q, q])
+    assert not r["ok"] and "may not be used" in r["error"]["message"]
+    request("restore")
+    assert F.scaled_dot_product_attention is torch._C._nn.scaled_dot_product_attention
+    assert request("call", name="attn", args=[q, q, q])["ok"]
+
+
+def test_substitutions_nest_and_restore_in_order(kernel):
+    ns, request = kernel
+    ns["f"] = lambda: "student"
+    exec("def which():\n    return f()\n", ns)
+    request("substitute", names={"f": "os.getcwd"})
+    request("forbid", paths=["torch.nn.functional.relu"])
+    request("restore")  # undoes the forbid only
+    assert request("call", name="which")["value"] != "student"
+    request("restore")
+    assert request("call", name="which")["value"] == "student"
+
+
+def _reply(value):
+    return json.dumps({"ok": True, "value": value})
+
+
+def _tensor(dtype="float32", shape=(2,), data=b"\0" * 8):
+    return {"__tensor__": {"dtype": dtype, "shape": list(shape), "data": base64.b64encode(data).decode()}}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("not json", "not valid JSON"),
+    (json.dumps({"value": 1}), "malformed reply"),
+    (_reply(_tensor(data=b"\0" * 7)), "needs 8 bytes"),
+    (_reply(_tensor(dtype="object")), "unsupported tensor dtype"),
+    (_reply(_tensor(shape=(-1,))), "malformed tensor shape"),
+    (_reply({"__tensor__": {"dtype": "float32", "shape": [1], "data": "!!"}}), "not base64"),
+    (_reply({"__object__": "x", "type": "T"}), "malformed object reference"),
+    (_reply(json.loads("[" * 40 + "]" * 40)), "too deeply nested"),
+    (_reply({"__pickle__": "gASVAAAAAAAAAACMBHRlc3SULg=="}), None),  # a plain dict: data, never unpickled
+])
+def test_parser_rejects_anything_off_grammar(bad, why):
+    if why is None:
+        assert wire.parse_reply(bad)["value"] == {"__pickle__": "gASVAAAAAAAAAACMBHRlc3SULg=="}
+        return
+    with pytest.raises(wire.ProtocolError, match=re.escape(why)):
+        wire.parse_reply(bad)
