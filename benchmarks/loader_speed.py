@@ -79,6 +79,28 @@ def _time_loader(batches: Iterator[Any], device: torch.device, n: int, runs: int
     return rates
 
 
+def _decode(path: str) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB").tobytes()
+
+
+def load_jpeg_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, 3, 32, 32] images and int64 [N] labels from ``folder/<class>/*.jpg`` (a
+    lossy re-encoding of CIFAR-10, good enough to time a loader on real pixels)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [(str(f), i) for i, c in enumerate(classes) for f in sorted((folder / c).glob("*.jpg"))]
+    if not files:
+        raise SystemExit(f"no JPEGs under {folder}/<class>/")
+    with ProcessPoolExecutor() as pool:
+        raw = list(pool.map(_decode, [f for f, _ in files], chunksize=512))
+    images = torch.frombuffer(bytearray(b"".join(raw)), dtype=torch.uint8).view(len(raw), 32, 32, 3)
+    return images.permute(0, 3, 1, 2).contiguous(), torch.tensor([i for _, i in files])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", nargs="*", default=None, help="cpu and/or cuda (default: cpu, and cuda if available)")
@@ -89,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     p.add_argument("--pipelines", nargs="*", default=list(PIPELINES), choices=list(PIPELINES))
     p.add_argument("--real", action="store_true", help="also the real CIFAR-10 from COURSE_DATA_DIR, if present")
+    p.add_argument("--jpeg-dir", type=Path, default=None,
+                   help="also a JPEG copy of CIFAR-10 laid out as train/<class>/*.jpg (decoded once, in parallel)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "loader_speed.json")
     args = p.parse_args(argv)
@@ -106,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         except DataError as err:
             notes.append(f"real CIFAR-10 skipped: {str(err).splitlines()[0]}")
             print(notes[-1])
+
+    if args.jpeg_dir is not None:
+        datasets["jpeg"] = load_jpeg_folder(args.jpeg_dir / "train")
+        print(f"decoded {len(datasets['jpeg'][1]):,} JPEGs from {args.jpeg_dir / 'train'}")
 
     results: list[dict[str, Any]] = []
     header = f"{'data':9s} {'device':6s} {'pipeline':22s} {'loader':18s} {'img/s (median)':>15s}  runs"
