@@ -85,9 +85,9 @@ class RobustExecute(Execute):
         aid = ((resources or {}).get("nbgrader") or {}).get("assignment")
         self._checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
         self._verdicts: dict[str, dict] = {}
-        self._restarts = 0
 
         killers: list[int] = []  # cells that killed the kernel: never run again
+        check_deaths = 0  # kernels lost during hidden checks (their cells are not killers)
         start = 0
         while start < len(nb.cells):
             current = start
@@ -110,9 +110,8 @@ class RobustExecute(Execute):
             except _DiedInCheck:
                 # the grade cell itself ran; its checks are scored; go on after it
                 start = current + 1
-                restarts = getattr(self, "_restarts", 0) + 1
-                self._restarts = restarts
-                if restarts + len(killers) > self.max_restarts:
+                check_deaths += 1
+                if check_deaths + len(killers) > self.max_restarts:
                     self._fail_rest(nb, start, "not run: the kernel died too many times")
                     break
             except (DeadKernelError, CellTimeoutError) as exc:
