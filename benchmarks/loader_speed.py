@@ -14,8 +14,10 @@ Pipelines, each on the synthetic CIFAR-10 (and the real one with ``--real`` when
 Each loader is warmed up, then timed over ``--runs`` runs of ``--batches`` batches
 (across epoch boundaries; ``torch.cuda.synchronize`` before reading the clock); for a
 CUDA target the DataLoader batches are copied to the GPU (pinned, non-blocking), as a
-training loop would. Prints a table and writes ``benchmarks/loader_speed.json`` with the
-device name, torch version, threads and every run.
+training loop would. Prints a table and merges the rows into ``benchmarks/loader_speed.json``
+(each row with its device name, torch version, threads, date and every run; rows of other
+data sets, devices or pipelines measured earlier are kept, so a GPU run adds to the CPU rows), then
+regenerates the README's loader table from that file (``benchmarks/report.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from course.data.augment import Augment, DeviceLoader, reference_loader  # noqa:
 from course.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, load_cifar10, synthetic_cifar10_root  # noqa: E402
 from course.data.download import DataError  # noqa: E402
 from course.device import device_name  # noqa: E402
+
+from benchmarks import report as report_module  # noqa: E402
 
 PIPELINES: dict[str, Augment] = {
     "crop+flip": Augment(),
@@ -101,6 +105,24 @@ def load_jpeg_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images.permute(0, 3, 1, 2).contiguous(), torch.tensor([i for _, i in files])
 
 
+def merge(previous: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``previous`` for (data, device name, pipeline) not measured again, then ``rows``.
+
+    Rows of an older file without per-row metadata inherit its top-level fields.
+    """
+    fresh = {(r["data"], r["device_name"], r["pipeline"]) for r in rows}
+    kept = []
+    for r in (previous or {}).get("results", []):
+        r = dict(r)
+        for key, top in (("torch", "torch"), ("torchvision", "torchvision"), ("date", "date"),
+                         ("torch_threads", "torch_threads"), ("warmup_batches", "warmup_batches")):
+            if key not in r and top in previous:  # type: ignore[operator]
+                r[key] = previous[top]  # type: ignore[index]
+        if (r["data"], r["device_name"], r["pipeline"]) not in fresh:
+            kept.append(r)
+    return kept + rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", nargs="*", default=None, help="cpu and/or cuda (default: cpu, and cuda if available)")
@@ -115,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also a JPEG copy of CIFAR-10 laid out as train/<class>/*.jpg (decoded once, in parallel)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "loader_speed.json")
+    p.add_argument("--replace", action="store_true", help="drop the rows measured earlier instead of merging")
+    p.add_argument("--no-readme", action="store_true", help="do not regenerate the README's loader table")
     args = p.parse_args(argv)
 
     if args.threads:
@@ -136,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"decoded {len(datasets['jpeg'][1]):,} JPEGs from {args.jpeg_dir / 'train'}")
 
     results: list[dict[str, Any]] = []
+    started = datetime.datetime.now().isoformat(timespec="seconds")
     header = f"{'data':9s} {'device':6s} {'pipeline':22s} {'loader':18s} {'img/s (median)':>15s}  runs"
     print(header)
     print("-" * len(header))
@@ -162,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(
                         {
                             "data": data_name,
+                            "n_images": int(labels.shape[0]),
                             "device": str(device),
                             "device_name": device_name(device),
                             "pipeline": pname,
@@ -172,25 +198,28 @@ def main(argv: list[str] | None = None) -> int:
                             "batches_per_run": n,
                             "img_per_s_median": round(med, 1),
                             "img_per_s_runs": [round(r, 1) for r in rates],
+                            "torch": torch.__version__,
+                            "torchvision": torchvision.__version__,
+                            "torch_threads": torch.get_num_threads(),
+                            "warmup_batches": args.warmup,
+                            "date": started,
                         }
                     )
                     del batches  # stop the workers before the next loader starts
+    previous = None
+    if args.out.exists() and not args.replace:
+        previous = json.loads(args.out.read_text())
     report = {
         "what": "images/s of DeviceLoader vs DataLoader + torchvision.transforms.v2 (CIFAR-10 32x32)",
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "cpu": device_name("cpu"),
-        "cuda": device_name("cuda") if torch.cuda.is_available() else None,
-        "torch_threads": torch.get_num_threads(),
-        "n_runs": args.runs,
-        "warmup_batches": args.warmup,
         "notes": notes,
-        "results": results,
+        "results": merge(previous, results),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} ({len(results)} new rows, {len(report['results']) - len(results)} kept)")
+    if not args.no_readme and args.out.resolve() == (ROOT / "benchmarks" / "loader_speed.json").resolve():
+        report_module.update_readme_loaders(args.out, ROOT / "README.md")
+        print("updated the loader table in README.md")
     return 0
 
 

@@ -1,9 +1,13 @@
-"""Render ``benchmarks/results.json`` as the README's results table.
+"""Render the measured benchmarks as the README's tables.
 
-The table sits between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in
-README.md. One row per assignment and device: the headline metric (mean over the
-recorded runs, with their count), its target, training time, model size, and the
-torch version and date of the latest run.
+* ``benchmarks/results.json`` -> the results table between ``<!-- results:begin -->`` and
+  ``<!-- results:end -->``: one row per assignment and device, the headline metric (mean
+  over the recorded runs, with their count), its target, training time, model size, and
+  the torch version and date of the latest run.
+* ``benchmarks/loader_speed.json`` -> the loader table between ``<!-- loaders:begin -->``
+  and ``<!-- loaders:end -->``: images/s of ``DeviceLoader`` and of ``DataLoader`` +
+  torchvision v2 per data set, device and pipeline, then one line per device with its
+  torch version, threads, batch size, runs and date.
 """
 from __future__ import annotations
 
@@ -13,6 +17,16 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+LOADERS_BEGIN, LOADERS_END = "<!-- loaders:begin -->", "<!-- loaders:end -->"
+
+#: loader_speed.json data key -> how the table names it
+DATA_NAMES = {"synthetic": "synthetic", "real": "CIFAR-10", "jpeg": "real pixels, JPEG copy"}
+#: pipeline key -> how the table names it
+PIPELINE_NAMES = {
+    "crop+flip": "crop + flip",
+    "crop+flip+ra2/9": "+ RandAugment (2 ops, magnitude 9)",
+    "crop+flip+ra2/9+mix": "+ mixup/cutmix",
+}
 
 #: assignment -> (metric key, what it measures, target)
 HEADLINE = {
@@ -42,17 +56,66 @@ def table(entries: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def update_readme(results: Path, readme: Path) -> None:
-    entries = json.loads(Path(results).read_text())
+def loader_table(report: dict) -> str:
+    """Markdown table (plus one line per device) of a ``loader_speed.json`` report."""
+    rows = ["| data | device | pipeline | `DeviceLoader` | `DataLoader` + torchvision v2, by workers | speed-up |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in report["results"]:
+        groups.setdefault((r["data"], r["device_name"], r["pipeline"]), []).append(r)
+    order = list(PIPELINE_NAMES)
+    data_order = list(DATA_NAMES)
+
+    def key(k: tuple) -> tuple:
+        data, device, pipeline = k
+        return (data_order.index(data) if data in data_order else 99, not device.startswith("CPU"), device,
+                order.index(pipeline) if pipeline in order else 99, pipeline)
+
+    devices: dict[str, dict] = {}
+    for k in sorted(groups, key=key):
+        data, device, pipeline = k
+        runs = groups[k]
+        ours = [r for r in runs if r["workers"] is None]
+        theirs = sorted((r for r in runs if r["workers"] is not None), key=lambda r: r["workers"])
+        if not ours or not theirs:
+            continue
+        mine = ours[0]["img_per_s_median"]
+        best = max(r["img_per_s_median"] for r in theirs)
+        by_workers = " · ".join(f"{r['workers']}: {r['img_per_s_median']:,.0f}" for r in theirs)
+        n = ours[0].get("n_images")
+        name = DATA_NAMES.get(data, data) + (f" ({n:,})" if n else "")
+        rows.append(f"| {name} | {device} | {PIPELINE_NAMES.get(pipeline, pipeline)} | {mine:,.0f} | "
+                    f"{by_workers} | {mine / best:.1f}× |")
+        devices.setdefault(device, ours[0])
+    lines = ["\n".join(rows), ""]
+    for device, r in devices.items():
+        lines.append(f"{device}: torch {r.get('torch', '?')}, {r.get('torch_threads', '?')} threads, "
+                     f"batch {r['batch_size']}, median of {len(r['img_per_s_runs'])} runs of "
+                     f"{r['batches_per_run']} batches after {r.get('warmup_batches', '?')} warm-up batches, "
+                     f"{str(r.get('date', '?'))[:10]}.  ")
+    lines.append("Speed-up: `DeviceLoader` over the fastest `DataLoader` setting in the same row.")
+    return "\n".join(lines)
+
+
+def _replace_block(readme: Path, begin: str, end: str, body: str) -> None:
     text = Path(readme).read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{readme} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    Path(readme).write_text(f"{head}{BEGIN}\n{table(entries)}\n{END}{tail}")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    Path(readme).write_text(f"{head}{begin}\n{body}\n{end}{tail}")
+
+
+def update_readme(results: Path, readme: Path) -> None:
+    _replace_block(readme, BEGIN, END, table(json.loads(Path(results).read_text())))
+
+
+def update_readme_loaders(loader_speed: Path, readme: Path) -> None:
+    _replace_block(readme, LOADERS_BEGIN, LOADERS_END, loader_table(json.loads(Path(loader_speed).read_text())))
 
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     update_readme(Path(sys.argv[1]) if len(sys.argv) > 1 else root / "benchmarks" / "results.json",
                   root / "README.md")
+    update_readme_loaders(root / "benchmarks" / "loader_speed.json", root / "README.md")

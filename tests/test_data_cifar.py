@@ -287,6 +287,43 @@ def test_colour_ops_match_torchvision(batch: tuple[torch.Tensor, torch.Tensor]) 
         assert diff <= limit, f"{name}: differs from torchvision by {diff:.2f} levels"
 
 
+@pytest.mark.parametrize("name", ["rotate", "shear_x", "shear_y", "translate_x", "translate_y"])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_geometric_ops_match_torchvision_affine(name: str, sign: int) -> None:
+    """Direction and size of each geometric op equal torchvision's affine with the documented
+    parameters (shear about the centre, sub-pixel translation, bilinear)."""
+    import math
+
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from course.data import augment as A
+
+    g = _gen(11)
+    x = F.interpolate(torch.rand(2, 3, 8, 8, generator=g), size=(32, 40), mode="bilinear")  # smooth, not square
+    m = 12
+    frac = m / 30
+    k = A.RANDAUGMENT_OPS.index(name)
+    theta = A._affine_theta(torch.tensor([k, k]), torch.tensor([sign, sign]), A.RANDAUGMENT_OPS, m, 32, 40)
+    mine = A._warp(x, theta)
+    shear = math.degrees(math.atan(sign * 0.3 * frac))
+    kw: dict = {"angle": 0.0, "translate": [0.0, 0.0], "scale": 1.0, "shear": [0.0, 0.0]}
+    if name == "shear_x":
+        kw["shear"] = [shear, 0.0]
+    elif name == "shear_y":
+        kw["shear"] = [0.0, shear]
+    elif name == "translate_x":
+        kw["translate"] = [sign * 150 / 331 * 40 * frac, 0.0]
+    else:
+        kw["translate"] = [0.0, sign * 150 / 331 * 32 * frac]
+    if name == "rotate":  # v2.RandAugment rotates with F.rotate (counter-clockwise), not F.affine's angle
+        ref = TF.rotate(x, sign * 30.0 * frac, interpolation=InterpolationMode.BILINEAR)
+    else:
+        ref = TF.affine(x, **kw, interpolation=InterpolationMode.BILINEAR)
+    assert not torch.allclose(mine, x, atol=1e-2), f"{name} left the image unchanged"
+    torch.testing.assert_close(mine, ref, atol=2e-5, rtol=0, msg=lambda m: f"{name} sign {sign}: {m}")
+
+
 def test_mixup_soft_labels_and_blend(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
     x, y = batch
     xn = normalize(x, CIFAR10_MEAN, CIFAR10_STD)

@@ -372,6 +372,12 @@ def randaugment(
     ``8 - round(m/7.5)`` bits, solarize at ``1 - m/30``; autocontrast, equalize and identity
     have no magnitude. Signed ops get a random sign per image.
 
+    The geometric ops equal ``torchvision.transforms.v2.functional.affine`` (bilinear, fill 0)
+    with these parameters, with three deliberate differences from ``v2.RandAugment``:
+    bilinear rather than nearest interpolation, shear about the image centre rather than the
+    top-left corner (so a sheared image is not also shifted), and sub-pixel translation
+    rather than truncation to whole pixels.
+
     Args:
         x: float ``Tensor[B, C, H, W]`` with values in ``[0, 1]`` (C = 3, or 1 for gray).
         n, m: number of ops per image, magnitude in ``[0, 30]``.
