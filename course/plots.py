@@ -337,6 +337,33 @@ def _class_name(c: Any, class_names: Sequence[str] | None) -> str:
     return str(i)
 
 
+def _label_texts(values: Any, n: int, what: str, class_names: Sequence[str] | None) -> tuple[list[str], list[int]]:
+    """Titles and top classes of ``n`` labels: class indices ``[n]``, or scores / soft labels
+    ``[n, K]`` (a mixed label reads ``"cat .62 + dog .38"``; scores of a prediction, argmax)."""
+    a = _to_numpy(values)
+    if a.ndim == 2 and a.shape[0] == n and a.shape[1] > 1:
+        top = [int(i) for i in a.argmax(1)]
+        if what == "preds":
+            return [_class_name(c, class_names) for c in top], top
+        texts = []
+        for row in a:
+            order = [int(i) for i in np.argsort(-row, kind="stable")[:2]]
+            parts = [(c, float(row[c])) for c in order if float(row[c]) >= 0.005]
+            if len(parts) <= 1 or parts[0][1] >= 0.995:
+                texts.append(_class_name(order[0], class_names))
+            else:
+                texts.append(" + ".join(f"{_class_name(c, class_names)} {w:.2f}".replace("0.", ".", 1) for c, w in parts))
+        return texts, top
+    flat = a.reshape(-1)
+    if flat.shape[0] != n:
+        raise ValueError(
+            f"{what} has {flat.shape[0]} entries but there are {n} images "
+            f"(give {n} class indices, or a [{n}, num_classes] array of scores or soft labels)"
+        )
+    top = [int(v) for v in flat]
+    return [_class_name(c, class_names) for c in top], top
+
+
 def plot_image_grid(
     images: Any,
     labels: Any = None,
@@ -354,18 +381,17 @@ def plot_image_grid(
             0..255 or float. Floats are un-normalised as ``x * std + mean`` when ``mean`` /
             ``std`` are given (per channel, e.g. the CIFAR-10 statistics), used as they are
             when in [0, 1], and min-max scaled per image otherwise.
-        labels: ``N`` class indices; preds: ``N`` predicted indices (titles read
-            "label / pred", green when right and red when wrong).
+        labels: ``N`` class indices, or soft labels ``[N, K]`` (a mixup / cutmix label reads
+            "cat .62 + dog .38"); preds: ``N`` predicted indices or scores ``[N, K]`` (argmax).
+            With both, titles read "label / pred", green when the prediction is the label's
+            top class and red otherwise.
         class_names: names for the indices.
         ncols: images per row.
     """
     x = _as_images(images, mean, std)
     N = x.shape[0]
-    lab = None if labels is None else [int(v) for v in _to_numpy(labels).reshape(-1)]
-    pred = None if preds is None else [int(v) for v in _to_numpy(preds).reshape(-1)]
-    for name, vals in (("labels", lab), ("preds", pred)):
-        if vals is not None and len(vals) != N:
-            raise ValueError(f"{name} has {len(vals)} entries but there are {N} images")
+    lab = None if labels is None else _label_texts(labels, N, "labels", class_names)
+    pred = None if preds is None else _label_texts(preds, N, "preds", class_names)
     if N == 0:
         raise ValueError("plot_image_grid: no images")
     ncols = max(1, min(ncols, N))
@@ -376,13 +402,12 @@ def plot_image_grid(
         ax = fig.add_subplot(nrows, ncols, i + 1)
         _show(ax, x[i])
         if lab is not None and pred is not None:
-            right = lab[i] == pred[i]
-            text = f"{_class_name(lab[i], class_names)} / {_class_name(pred[i], class_names)}"
-            ax.set_title(text, fontsize=8, color=_GOOD if right else _BAD)
+            right = lab[1][i] == pred[1][i]
+            ax.set_title(f"{lab[0][i]} / {pred[0][i]}", fontsize=8, color=_GOOD if right else _BAD)
         elif lab is not None:
-            ax.set_title(_class_name(lab[i], class_names), fontsize=8)
+            ax.set_title(lab[0][i], fontsize=8)
         elif pred is not None:
-            ax.set_title(_class_name(pred[i], class_names), fontsize=8)
+            ax.set_title(pred[0][i], fontsize=8)
     if title:
         fig.suptitle(title)
     return fig
@@ -465,6 +490,9 @@ def plot_augmentations(
     n: int = 8,
     n_versions: int = 3,
     title: str | None = "augmentations",
+    mean: Any = None,
+    std: Any = None,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Originals on the top row, augmented versions below, one column per image.
 
@@ -476,28 +504,43 @@ def plot_augmentations(
             from the originals (e.g. crops).
         n: columns shown.
         n_versions: rows of augmented versions when ``augmented`` is a callable.
+        mean, std: per-channel statistics to un-normalise float augmented images (as in
+            :func:`plot_image_grid`); without them a float image outside [0, 1] is min-max
+            scaled on its own.
+        class_names: when the callable returns ``(x, y)``, each augmented image is titled
+            with its label ``y`` (indices, or soft labels ``[n, K]`` after mixup / cutmix).
+
+    Pass the same images in both: e.g. ``lambda x: augment_batch(x, y, aug, mean=m, std=s)``
+    over a fixed batch, not batches of a shuffling loader, or the columns will not match.
     """
     shown = min(n, int(original.shape[0]))
     if shown < 1:
         raise ValueError("plot_augmentations: no images")
     orig = original[:shown]
+    rows, row_labels = [], []
     if callable(augmented):
-        rows = []
         for _ in range(n_versions):
             out = augmented(orig)
             rows.append(out[0] if isinstance(out, (tuple, list)) else out)
+            row_labels.append(out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else None)
     else:
         aug = augmented.detach().cpu() if hasattr(augmented, "detach") else np.asarray(augmented)
         rows = [aug[k][:shown] for k in range(aug.shape[0])] if aug.ndim == 5 else [aug[:shown]]
-    grids = [_as_images(orig)] + [_as_images(r) for r in rows]
+        row_labels = [None] * len(rows)
+    grids = [_as_images(orig)] + [_as_images(r, mean, std) for r in rows]
     for k, g in enumerate(grids[1:], start=1):
         if g.shape[0] != shown:
             raise ValueError(f"augmented row {k} has {g.shape[0]} images, expected {shown}")
     fig = Figure(figsize=(1.5 * shown, 1.55 * len(grids) + 0.4), layout="constrained")
     axes = fig.subplots(len(grids), shown, squeeze=False)
     for r, g in enumerate(grids):
+        texts = None
+        if r > 0 and row_labels[r - 1] is not None and class_names is not None:
+            texts = _label_texts(row_labels[r - 1], shown, "labels", class_names)[0]
         for c in range(shown):
             _show(axes[r, c], g[c])
+            if texts is not None:
+                axes[r, c].set_title(texts[c], fontsize=7)
         axes[r, 0].set_ylabel("original" if r == 0 else f"augmented {r}", fontsize=9)
     if title:
         fig.suptitle(title)

@@ -141,6 +141,48 @@ def test_offline_error_names_url_folder_and_how_to_prefetch(tmp_path: Path, monk
     assert CIFAR10_URL in msg and str(tmp_path / BASE) in msg and "COURSE_DATA_DIR" in msg and "URLError" in msg
 
 
+def test_labels_shifted_between_batch_files_are_caught(small_root: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    root = _copy_root(small_root, tmp_path)
+    _rewrite(root, "data_batch_2", {"data": np.zeros((20, 3072), "uint8"), "labels": [1] * 21})
+    _rewrite(root, "data_batch_3", {"data": np.zeros((20, 3072), "uint8"), "labels": [1] * 19})
+    with pytest.raises(DataError, match="data_batch_2.*list of 20 ints"):
+        load_cifar10(train=True, root=root, synthetic=True)
+
+
+def test_offline_with_a_corrupt_copy_names_the_file(
+    small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torchvision.datasets.utils as tvu
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(tvu, "_get_redirect_url", lambda url, max_hops=3: url)
+    monkeypatch.setattr(tvu, "_urlretrieve", offline)
+    root = _copy_root(small_root, tmp_path / "copy")
+    (root / BASE / "synthetic-md5.json").unlink()  # now it claims to be real CIFAR-10
+    with pytest.raises(DataError, match=r"data_batch_1' is corrupt or truncated: expected md5"):
+        load_cifar10(train=True, root=root)  # download=True: the bad file is still named
+    with pytest.raises(DataError, match="did not exist"):
+        load_cifar10(train=True, root=tmp_path / "nowhere")
+
+
+def test_manifest_and_folder_in_place_of_a_file(small_root: Path, tmp_path: Path) -> None:
+    root = _copy_root(small_root, tmp_path)
+    manifest = root / BASE / "synthetic-md5.json"
+    good = manifest.read_text()
+    manifest.write_text("[1, 2]")
+    with pytest.raises(DataError, match="JSON object"):
+        load_cifar10(train=True, root=root, synthetic=True)
+    manifest.write_text(good)
+    (root / BASE / "test_batch").unlink()
+    (root / BASE / "test_batch").mkdir()
+    with pytest.raises(DataError, match="test_batch' is a folder"):
+        load_cifar10(train=False, root=root, synthetic=True)
+
+
 def test_missing_files_without_download(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="download=False") as err:
         load_cifar10(train=False, root=tmp_path, download=False)
@@ -174,6 +216,9 @@ def test_missing_split_is_named(small_root: Path, tmp_path: Path) -> None:
         ("test_batch", {"data": __import__("numpy").zeros((30, 3072), "int64"), "labels": [0] * 30}, "uint8 array"),
         ("data_batch_5", {"data": __import__("numpy").zeros((20, 3072), "uint8"), "labels": [12] * 20}, r"\[0, 10\)"),
         ("batches.meta", {"label_names": ["a", "b"]}, "10 class names"),
+        # torchvision itself would read these without complaint
+        ("test_batch", {"data": __import__("numpy").zeros((30, 32, 32, 3), "uint8"), "labels": [0] * 30}, r"uint8 array \[n, 3072\]"),
+        ("data_batch_4", {"data": __import__("numpy").zeros((0, 3072), "uint8"), "labels": []}, "no images"),
     ],
 )
 def test_wrong_layout_is_named(small_root: Path, tmp_path: Path, name: str, obj: object, expected: str) -> None:
@@ -403,6 +448,70 @@ def test_augment_config_is_validated() -> None:
     with pytest.raises(ValueError, match="randaugment_m"):
         Augment(randaugment_m=31)
     assert set(Augment().randaugment_ops) == set(RANDAUGMENT_OPS)
+
+
+def test_augment_rejects_wrong_types_and_non_finite_values() -> None:
+    for kwargs, exc, words in [
+        ({"randaugment_ops": "rotate"}, TypeError, "tuple of op names"),
+        ({"randaugment_n": 2.0}, TypeError, "randaugment_n must be an int"),
+        ({"crop_pad": 2.5}, TypeError, "crop_pad must be an int"),
+        ({"flip": "no"}, TypeError, "flip must be True or False"),
+        ({"cutmix_alpha": float("inf")}, ValueError, "cutmix_alpha must be a finite number"),
+        ({"mixup_alpha": float("nan")}, ValueError, "mixup_alpha must be a finite number"),
+    ]:
+        with pytest.raises(exc, match=words):
+            Augment(**kwargs)
+
+
+def test_functions_validate_their_arguments(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match="pad_mode"):
+        crop_flip(x, 4, True, pad_mode="zero")
+    with pytest.raises(ValueError, match="pad must be >= 0"):
+        crop_flip(x, -2, True)
+    for n, m in ((2, 60), (2, -5), (-1, 9)):
+        with pytest.raises(ValueError, match="randaugment: need n >= 0"):
+            randaugment(x.float() / 255, n, m)
+    with pytest.raises(TypeError, match="float images"):
+        mix(x, y, 10, mixup_alpha=1.0)
+
+
+def test_middle_image_of_an_odd_batch_is_not_mixed_with_itself(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = batch
+    xn = normalize(x[:7], CIFAR10_MEAN, CIFAR10_STD)
+    for kw in ({"mixup_alpha": 1.0}, {"cutmix_alpha": 1.0}):
+        out, soft, lam = mix(xn, y[:7], 10, generator=_gen(12), return_lam=True, **kw)
+        assert float(lam[3]) == 1.0 and torch.equal(out[3], xn[3])
+        assert torch.equal(soft[3], F.one_hot(y[3], 10).float())
+        assert float(lam.min()) < 1.0, "nothing was mixed"
+
+
+def test_training_loader_that_would_yield_nothing_is_refused(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match="no batches at all"):
+        DeviceLoader(x[:50], y[:50], 64, train=True)
+    assert len(DeviceLoader(x[:50], y[:50], 64, train=True, drop_last=False)) == 1
+    assert len(DeviceLoader(x[:50], y[:50], 64, train=False)) == 1
+
+
+def test_epoch_is_taken_when_iteration_starts(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, y = batch
+    loader = DeviceLoader(x, y, 16, train=True, augment=Augment(), seed=3)
+    it = iter(loader)
+    assert loader.epoch == 1
+    loader.set_epoch(0)  # must not change the pass already started
+    first = next(it)[0]
+    again = DeviceLoader(x, y, 16, train=True, augment=Augment(), seed=3)
+    assert torch.equal(next(iter(again))[0], first)
+    assert torch.equal(next(iter(loader))[0], first), "set_epoch(0) did not apply to the next pass"
+
+
+def test_reference_loader_handles_rectangular_images() -> None:
+    g = _gen(13)
+    x = torch.randint(0, 256, (20, 3, 24, 40), dtype=torch.uint8, generator=g)
+    y = torch.arange(20) % 10
+    xb, yb = next(iter(reference_loader(x, y, 8, augment=Augment(randaugment_n=1))))
+    assert xb.shape == (8, 3, 24, 40) and yb.shape == (8,)
 
 
 def test_reference_loader_batches(batch: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -9,6 +9,7 @@ import tempfile
 import importlib
 import tarfile
 import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +38,7 @@ isbi_mod = importlib.import_module("course.data.isbi")
 download_mod = importlib.import_module("course.data.download")
 
 N, S = 8, 64  # synthetic stack used by most tests: 8 slices of 64x64
+_REAL_URLOPEN = urllib.request.urlopen  # before the autouse fixture replaces it
 
 
 def _offline(*args, **kwargs):
@@ -169,15 +171,16 @@ def test_missing_file_names_it(own_root: Path) -> None:
     (own_root / "isbi2012" / "label" / "3.png").unlink()
     with pytest.raises(DataError, match=r"label/3\.png.*not found"):
         _load(own_root)
-    with pytest.raises(DataError, match=r"label/3\.png") as exc:  # download=True, offline
+    with pytest.raises(DataError, match=r"label/3\.png") as exc:  # download=True: still no download
         load_isbi2012("all", root=own_root, verify=False, n_slices=N)
-    assert "archive=" in str(exc.value) and "COURSE_DATA_DIR" in str(exc.value)
+    msg = str(exc.value)
+    assert "nothing is downloaded" in msg and "archive=" in msg and "COURSE_DATA_DIR" in msg
     assert _load(own_root, "val")[0].shape[0] == 2  # other splits still load
 
 
 def test_wrong_size_names_file_and_expected_size(own_root: Path) -> None:
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(own_root / "isbi2012" / "image" / "5.png")
-    with pytest.raises(DataError, match=r"image/5\.png.*32x32.*expected 64x64"):
+    with pytest.raises(DataError, match=r"image/5\.png.*32x32.*image/0\.png' is 64x64"):
         _load(own_root)
 
 
@@ -212,6 +215,74 @@ def test_tarball_layout_gets_a_hint_not_a_download(tmp_path: Path, synth_root: P
     with pytest.raises(DataError, match="extract_isbi_archive") as exc:
         load_isbi2012("train", root=tmp_path)
     assert "download" not in str(exc.value)
+
+
+def test_unverified_load_never_mixes_in_downloaded_slices(
+    tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stack of 8 read as if it had 30 must fail, not fetch slices 8.. from a (working) mirror."""
+    monkeypatch.setattr(download_mod.urllib.request, "urlopen", _REAL_URLOPEN)  # the "network" works
+    mirror = synth_root / "isbi2012"
+    monkeypatch.setattr(isbi_mod, "ISBI_URL", f"file://{mirror}/{{kind}}/0.png")
+    root = write_synthetic_isbi(tmp_path / "few", n=4, size=S, seed=2)
+    before = sorted(p.name for p in (root / "isbi2012" / "image").iterdir())
+    with pytest.raises(DataError, match=r"image/4\.png' not found.*verify=False nothing is downloaded.*n_slices=30"):
+        load_isbi2012("train", root=root, verify=False)
+    assert sorted(p.name for p in (root / "isbi2012" / "image").iterdir()) == before
+
+
+def test_inverted_label_and_bilevel_image_are_refused(own_root: Path) -> None:
+    label = own_root / "isbi2012" / "label" / "2.png"
+    Image.fromarray(255 - _png(label)).save(label)
+    with pytest.raises(DataError, match=r"label/2\.png.*membrane.*inverted"):
+        _load(own_root)
+    own = own_root / "isbi2012"
+    Image.fromarray(255 - _png(label)).save(label)  # back to normal
+    Image.fromarray(_png(own / "image" / "3.png") > 128).save(own / "image" / "3.png")  # mode "1"
+    with pytest.raises(DataError, match=r"image/3\.png.*mode '1'"):
+        _load(own_root)
+
+
+def test_wrong_roots_and_archives_are_named(tmp_path: Path, synth_root: Path) -> None:
+    tar = _tarball(synth_root, tmp_path / "isbi2012-membrane.tar.gz")
+    with pytest.raises(DataError, match=r"root .*isbi2012-membrane\.tar\.gz' is a file.*archive="):
+        load_isbi2012("train", root=tar)
+    with pytest.raises(DataError, match=r"holds \['isbi2012-membrane\.tar\.gz'\].*archive="):
+        load_isbi2012("train", root=tmp_path)  # the tarball sits in root, unpacked nowhere
+    with pytest.raises(DataError, match="is a folder; expected a tarball"):
+        extract_isbi_archive(tmp_path, tmp_path / "out")
+    flat = tmp_path / "flat"  # root = the mirror's membrane/ folder itself
+    flat.mkdir()
+    for kind in ("image", "label"):
+        (flat / kind).symlink_to(synth_root / "isbi2012" / kind)
+    with pytest.raises(DataError, match=r"flat/image'.*mirror's layout"):
+        load_isbi2012("train", root=flat)
+
+
+def test_unwritable_root_gives_a_data_error_and_keeps_nothing(
+    tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tar = _tarball(synth_root, tmp_path / "isbi.tar.gz")
+    real_write = isbi_mod._write_atomic
+    calls = []
+
+    def flaky(dest: Path, data: bytes) -> None:
+        calls.append(dest)
+        if len(calls) == 5:
+            raise PermissionError(13, "Permission denied", str(dest))
+        real_write(dest, data)
+
+    monkeypatch.setattr(isbi_mod, "_write_atomic", flaky)
+    with pytest.raises(DataError, match="could not write the slices.*nothing was kept"):
+        extract_isbi_archive(tar, tmp_path / "out", verify=False)
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(isbi_mod, "fetch", denied)
+    with pytest.raises(DataError, match="could not store.*writable folder"):
+        load_isbi2012("train", root=tmp_path / "ro")
 
 
 # ----------------------------------------------------------------------------- archive
@@ -301,6 +372,10 @@ def test_tile_sampler_shapes_range_and_len() -> None:
     assert len(TileSampler(x_all, y_all, tile=16, batch_size=4)) == 3 * 32 * 32 // (16 * 16 * 4)
     with pytest.raises(ValueError, match="tile"):
         TileSampler(x_all, y_all, tile=33)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        TileSampler(x_all, y_all, tile=16, steps=0)
+    with pytest.raises(TypeError, match="tile must be an int"):
+        TileSampler(x_all, y_all, tile=16.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

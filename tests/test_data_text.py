@@ -89,7 +89,7 @@ def test_download_checksum_mismatch_deletes_and_names_hashes(tmp_path: Path) -> 
     msg = str(exc.value)
     assert "data.gz" in msg and wrong in msg and sha256sum(src) in msg
     assert not dest.exists()
-    assert list((tmp_path / "out").iterdir()) == []  # no temp file left
+    assert not (tmp_path / "out").exists()  # no temp file left, nor the folder made for it
 
 
 def test_download_offline_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -100,7 +100,12 @@ def test_download_offline_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         download_file(url, dest, None, progress=False)
     msg = str(exc.value)
     assert url in msg and str(dest) in msg and "COURSE_DATA_DIR" in msg
-    assert list((tmp_path / "multi30k").iterdir()) == []
+    assert not (tmp_path / "multi30k").exists()  # no empty folder left behind
+    (tmp_path / "multi30k").mkdir()
+    (tmp_path / "multi30k" / "other.gz").write_bytes(b"x")
+    with pytest.raises(DataError):
+        download_file(url, dest, None, progress=False)
+    assert [p.name for p in (tmp_path / "multi30k").iterdir()] == ["other.gz"]  # existing folder kept
 
 
 def test_fetch_reuses_verified_and_refuses_corrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -103,3 +103,35 @@ def test_augmentations_from_tensor_and_callable() -> None:
     fig = plots.plot_augmentations(torch.rand(3, 3, 5, 5), stacked, n=8)
     render(fig)
     assert len(fig.axes) == 3 * 3
+
+
+def test_image_grid_soft_labels_and_score_predictions() -> None:
+    x = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    names = ["cat", "dog", "ship"]
+    soft = torch.tensor([[0.62, 0.38, 0.0], [0.0, 1.0, 0.0], [0.1, 0.0, 0.9]])
+    scores = torch.tensor([[2.0, 1.0, 0.0], [3.0, 0.0, 1.0], [0.0, 0.0, 5.0]])  # logits: cat, cat, ship
+    fig = plots.plot_image_grid(x, labels=soft, preds=scores, class_names=names)
+    render(fig)
+    texts = [ax.title.get_text() for ax in fig.axes]
+    assert texts == ["cat .62 + dog .38 / cat", "dog / cat", "ship .90 + cat .10 / ship"], texts
+    assert to_rgba(fig.axes[1].title.get_color())[0] > 0.6  # wrong: red
+    with pytest.raises(ValueError, match=r"10 entries but there are 3 images .*\[3, num_classes\]"):
+        plots.plot_image_grid(x, labels=torch.zeros(10))
+
+
+def test_augmentations_unnormalise_and_show_mixed_labels() -> None:
+    from course.data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, Augment, augment_batch
+
+    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(6)
+    aug = Augment(crop_pad=0, flip=False, cutmix_alpha=1.0)
+    g = torch.Generator().manual_seed(0)
+    fig = plots.plot_augmentations(
+        x, lambda xb: augment_batch(xb, y[: len(xb)], aug, mean=CIFAR10_MEAN, std=CIFAR10_STD, generator=g),
+        n=6, n_versions=2, mean=CIFAR10_MEAN, std=CIFAR10_STD, class_names=CIFAR10_CLASSES)
+    render(fig)
+    titles = [ax.title.get_text() for ax in fig.axes[6:]]
+    assert all(titles) and any("+" in t for t in titles), titles  # cutmix labels shown
+    # un-normalised with the statistics: pixels not pasted from a partner are the originals
+    shown = _image_data(fig.axes[6]).transpose(2, 0, 1)
+    assert np.isclose(shown, x[0].numpy() / 255, atol=1e-5).mean() > 0.3

@@ -90,6 +90,21 @@ class Augment:
     switch_prob: float = 0.5  # with both alphas > 0: probability that an image uses cutmix
 
     def __post_init__(self) -> None:
+        for name in ("crop_pad", "randaugment_n", "randaugment_m", "cutout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"Augment.{name} must be an int, got {v!r}")
+        if not isinstance(self.flip, bool):
+            raise TypeError(f"Augment.flip must be True or False, got {self.flip!r}")
+        if isinstance(self.randaugment_ops, str):
+            raise TypeError(
+                f"Augment.randaugment_ops must be a tuple of op names, got the string {self.randaugment_ops!r}; "
+                f"write ({self.randaugment_ops!r},)"
+            )
+        for name in ("mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"Augment.{name} must be a finite number, got {v!r}")
         if self.crop_pad < 0:
             raise ValueError(f"Augment.crop_pad must be >= 0, got {self.crop_pad}")
         if self.pad_mode not in ("reflect", "zeros"):
@@ -204,6 +219,10 @@ def crop_flip(
     """
     N, C, H, W = images.shape
     dev = images.device
+    if pad < 0:
+        raise ValueError(f"crop_flip: pad must be >= 0, got {pad}")
+    if pad_mode not in ("reflect", "zeros"):
+        raise ValueError(f"crop_flip: pad_mode must be 'reflect' or 'zeros', got {pad_mode!r}")
     if index is None:
         index = torch.arange(N, device=dev)
     B = index.shape[0]
@@ -372,11 +391,14 @@ def randaugment(
     ``8 - round(m/7.5)`` bits, solarize at ``1 - m/30``; autocontrast, equalize and identity
     have no magnitude. Signed ops get a random sign per image.
 
-    The geometric ops equal ``torchvision.transforms.v2.functional.affine`` (bilinear, fill 0)
-    with these parameters, with three deliberate differences from ``v2.RandAugment``:
+    Pixels moved in from outside the image are black. The geometric ops equal torchvision's
+    ``v2.functional.rotate`` (positive angle: counter-clockwise) and ``v2.functional.affine``
+    (bilinear, default fill) with these parameters, with three deliberate differences from
+    ``v2.RandAugment``:
     bilinear rather than nearest interpolation, shear about the image centre rather than the
     top-left corner (so a sheared image is not also shifted), and sub-pixel translation
-    rather than truncation to whole pixels.
+    rather than truncation to whole pixels. As in torchvision, ``m = 0`` is not a no-op:
+    autocontrast and equalize have no magnitude, and solarize at threshold 1 inverts pure white.
 
     Args:
         x: float ``Tensor[B, C, H, W]`` with values in ``[0, 1]`` (C = 3, or 1 for gray).
@@ -388,6 +410,8 @@ def randaugment(
     Returns:
         float ``Tensor[B, C, H, W]`` in ``[0, 1]``.
     """
+    if n < 0 or not 0 <= m <= _MAX_M:
+        raise ValueError(f"randaugment: need n >= 0 and m in [0, {_MAX_M}], got n={n}, m={m}")
     if n == 0:
         return x
     if not x.is_floating_point():
@@ -526,7 +550,8 @@ def mix(
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """Mixup and/or cutmix, per image, with the partner ``x.flip(0)``; soft labels.
 
-    Each image ``i`` draws ``lam ~ Beta(alpha, alpha)`` (mixup ``alpha`` or cutmix
+    Each image ``i`` (partner ``j = B - 1 - i``; the middle image of an odd batch is its
+    own partner and keeps ``lam = 1``) draws ``lam ~ Beta(alpha, alpha)`` (mixup ``alpha`` or cutmix
     ``alpha``; with both on, cutmix with probability ``switch_prob``), and with probability
     ``1 - mix_prob`` is left alone (``lam = 1``). Mixup: ``x_i <- lam x_i + (1 - lam) x_j``.
     Cutmix: a box of area about ``(1 - lam) H W`` (centre uniform, clipped at the border) is
@@ -543,6 +568,8 @@ def mix(
     """
     B, _, H, W = x.shape
     dev = x.device
+    if not x.is_floating_point():
+        raise TypeError(f"mix expects float images (normalised), got {x.dtype}")
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         raise ValueError("mix: mixup_alpha or cutmix_alpha must be > 0")
     if mixup_alpha > 0 and cutmix_alpha > 0:
@@ -556,6 +583,9 @@ def mix(
     ratio = torch.sqrt(1.0 - lam)
     box, area = _boxes(B, H, W, (H * ratio).floor(), (W * ratio).floor(), generator, dev)
     lam = torch.where(use_cut, 1.0 - area / (H * W), lam)
+    # the middle image of an odd batch is its own partner: nothing is mixed in, so lam = 1
+    pos = torch.arange(B, device=dev)
+    lam = torch.where(pos == B - 1 - pos, torch.ones_like(lam), lam)
     partner = x.flip(0)
     mixed_up = torch.lerp(partner, x, lam.view(B, 1, 1, 1).to(x.dtype))  # exactly x where lam == 1
     cut = torch.where(box, partner, x)
@@ -594,6 +624,10 @@ def augment_batch(
     """
     if images.dtype != torch.uint8:
         raise TypeError(f"augment_batch expects uint8 images, got {images.dtype}")
+    if labels.shape[:1] != images.shape[:1]:
+        raise ValueError(
+            f"augment_batch: {images.shape[0]} images but {labels.shape[0]} labels (give one label per stored image)"
+        )
     a = augment if augment is not None else Augment(crop_pad=0, flip=False)
     y = labels if index is None else labels[index]
     if a.crop_pad or a.flip:
@@ -696,6 +730,12 @@ class DeviceLoader:
         self.channels_last = channels_last
         self.num_classes = num_classes
         self.epoch = 0
+        n = images.shape[0]
+        if self.drop_last and 0 < n < batch_size:
+            raise ValueError(
+                f"DeviceLoader: {n} images < batch_size={batch_size} with drop_last=True gives no batches at all; "
+                f"use a smaller batch_size or drop_last=False"
+            )
 
     def __len__(self) -> int:
         n = self.images.shape[0]
@@ -711,6 +751,7 @@ class DeviceLoader:
         return g
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # the epoch is taken when iteration starts (not at the first batch)
         g = self._generator(self.epoch)
         self.epoch += 1
         n = self.images.shape[0]
@@ -718,6 +759,9 @@ class DeviceLoader:
             order = torch.randperm(n, generator=g, device=self.device)
         else:
             order = torch.arange(n, device=self.device)
+        return self._batches(order, g)
+
+    def _batches(self, order: Tensor, g: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield augment_batch(
@@ -785,7 +829,7 @@ def reference_transforms(
     augment: Augment | None,
     mean: Sequence[float] = CIFAR10_MEAN,
     std: Sequence[float] = CIFAR10_STD,
-    size: int = 32,
+    size: int | tuple[int, int] = 32,
 ) -> Callable[[Tensor], Tensor]:
     """The per-image torchvision v2 pipeline matching ``augment`` (crop, flip, RandAugment,
     ToDtype, Normalize; cutout as ``RandomErasing`` is not reproduced)."""
@@ -795,7 +839,7 @@ def reference_transforms(
     if augment is not None:
         if augment.crop_pad:
             mode = "reflect" if augment.pad_mode == "reflect" else "constant"
-            steps.append(v2.RandomCrop(size, padding=augment.crop_pad, padding_mode=mode))
+            steps.append(v2.RandomCrop(size, padding=augment.crop_pad, padding_mode=mode))  # type: ignore[arg-type]
         if augment.flip:
             steps.append(v2.RandomHorizontalFlip())
         if augment.randaugment_n:
@@ -822,8 +866,14 @@ def reference_loader(
 
     Batches are ``(x float32[B, C, H, W], y)`` on the CPU, ``y`` int64, or soft labels
     ``[B, num_classes]`` when ``augment`` mixes (v2 ``MixUp`` / ``CutMix`` on each batch).
+
+    It is a baseline for speed, not a twin of :class:`DeviceLoader`: torchvision's MixUp /
+    CutMix draw one ``lam`` per batch (partner: the batch rolled by one) and ignore
+    ``mix_prob``; ``seed`` fixes the order (and, with ``workers > 0``, the workers' seeds),
+    while with ``workers=0`` the transforms draw from torch's global generator.
     """
-    ds = _ImageDataset(images.cpu(), labels.cpu(), reference_transforms(augment, mean, std, images.shape[-1]))
+    size = (int(images.shape[-2]), int(images.shape[-1]))
+    ds = _ImageDataset(images.cpu(), labels.cpu(), reference_transforms(augment, mean, std, size))
     g = torch.Generator()
     g.manual_seed(seed)
     collate = _MixCollate(augment, num_classes) if augment is not None and augment.mixes else None

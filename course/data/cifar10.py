@@ -129,6 +129,11 @@ def _read_manifest(folder: Path) -> dict[str, str]:
         ) from None
     except (OSError, ValueError) as err:
         raise DataError(f"{str(path)!r} is not a readable JSON manifest ({err}); rewrite the synthetic set.") from err
+    if not isinstance(md5s, dict):
+        raise DataError(
+            f"{str(path)!r} must hold a JSON object mapping file names to MD5 sums, got a "
+            f"{type(md5s).__name__}; rewrite the synthetic set."
+        )
     missing = [n for n in (*_TRAIN_FILES, *_TEST_FILES, _META_FILE) if not isinstance(md5s.get(n), str)]
     if missing:
         raise DataError(f"{str(path)!r} lacks the MD5 of {missing}; rewrite the synthetic set.")
@@ -152,6 +157,8 @@ def _check_batch_object(entry: Any, path: Path) -> int:
             f" {data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else ""
         )
         raise DataError(f"{str(path)!r}: 'data' must be a uint8 array [n, {_PIXELS}], got {desc}.")
+    if data.shape[0] == 0:
+        raise DataError(f"{str(path)!r}: 'data' holds no images (0 rows).")
     if not isinstance(labels, list) or len(labels) != data.shape[0]:
         n_labels = len(labels) if isinstance(labels, list) else type(labels).__name__
         raise DataError(
@@ -174,6 +181,8 @@ def _diagnose(folder: Path, files: tuple[str, ...], md5s: dict[str, str]) -> str
     """Name the first file under ``folder`` that is missing, corrupt or badly laid out."""
     for name in (*files, _META_FILE):
         path = folder / name
+        if path.is_dir():
+            return f"{str(path)!r} is a folder; expected the CIFAR-10 batch file of that name."
         if not path.is_file():
             split = "train" if name in _TRAIN_FILES else "test" if name in _TEST_FILES else "meta"
             return f"{str(path)!r} is missing (the {split} part of CIFAR-10)."
@@ -251,14 +260,20 @@ def load_cifar10(
         )
 
     if download:
+        existed = folder.is_dir()
         try:
             probe = cls.__new__(cls)  # only what CIFAR10.download() reads: root
             probe.root = os.path.expanduser(str(root_path))
             probe.download()  # torchvision returns at once when every file passes its MD5 check
         except (urllib.error.URLError, OSError, RuntimeError, EOFError, ValueError, tarfile.TarError) as err:
+            found = (
+                _diagnose(folder, files, md5s) or "its files look complete"
+                if existed
+                else "that folder did not exist"
+            )
             raise DataError(
                 f"CIFAR-10: could not download {CIFAR10_URL} ({type(err).__name__}: {err}).\n"
-                f"Looked for the extracted batches in {str(folder)!r} and found none usable.\n"
+                f"Looked for the extracted batches in {str(folder)!r}: {found}\n"
                 f"{_prefetch_help(root_path)}"
             ) from err
 
@@ -284,6 +299,10 @@ def load_cifar10(
         problem = f"{len(classes)} class names in {_META_FILE}, expected 10"
     elif any(not isinstance(t, int) or not 0 <= t < 10 for t in targets):
         problem = "labels outside [0, 10)"
+    if problem is None and synthetic:
+        # the MD5s come from the set's own manifest, so they prove nothing about its layout:
+        # check each file's structure too (cheap at the synthetic sizes)
+        problem = _diagnose(folder, files, md5s)
     if problem is not None:  # name the file if one is wrong on its own
         raise DataError(f"CIFAR-10 {split} in {str(folder)!r}: {_diagnose(folder, files, md5s) or problem}")
 

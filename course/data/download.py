@@ -87,7 +87,8 @@ def download(
     """Download ``url`` to ``dest`` and check its SHA-256; return ``dest``.
 
     The bytes go to a temporary file beside ``dest`` that is renamed onto ``dest`` only
-    after the checksum matched, so ``dest`` is either complete and verified or absent.
+    after the checksum matched, so ``dest`` is either complete and verified or absent (and
+    folders created for it are removed again when the download fails).
 
     Args:
         url: any URL ``urllib`` can open (``https://``, ``file://``).
@@ -100,9 +101,11 @@ def download(
             downloaded bytes do not have the expected checksum.
     """
     dest = Path(dest)
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # deepest first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
+    ok = False
     try:
         with os.fdopen(fd, "wb") as out:
             try:
@@ -133,8 +136,15 @@ def download(
                 )
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600
         os.replace(tmp, dest)
+        ok = True
     finally:
         tmp.unlink(missing_ok=True)
+        if not ok:  # a failed download leaves no empty folders behind
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # not empty (another file arrived) or not ours to remove
     return dest
 
 

@@ -69,6 +69,7 @@ _SUBDIR = "isbi2012"
 _SPLIT_ALIASES = {"valid": "val", "validation": "val", "dev": "val"}
 _MAX_MEMBER_BYTES = 64 << 20  # refuse absurd archive members (a 512x512 PNG is < 300 kB)
 _NON_BINARY_LIMIT = 0.01  # a label with more grey (not 0/255) pixels than this is no label
+_MEMBRANE_LIMIT = 0.6  # membrane is a minority (about 20% of the real slices): above this, an inverted label
 
 # SHA-256 of the real files, keyed by "{kind}/{i}.png". Computed from the offline copy
 # isbi2012-membrane.tar.gz (membrane/{image,label}/{i}.png), which is assumed to be
@@ -170,8 +171,9 @@ def isbi_split_indices(split: str, n: int = ISBI_N_SLICES) -> list[int]:
 # ---------------------------------------------------------------------------------------
 
 
-def _read_png(path: Path) -> np.ndarray:
-    """``uint8[H, W]`` pixels of an 8-bit grayscale PNG; anything else is a DataError."""
+def _read_png(path: Path, kind: str = "label") -> np.ndarray:
+    """``uint8[H, W]`` pixels of an 8-bit grayscale PNG (a bilevel PNG too for a label);
+    anything else is a DataError."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -185,7 +187,7 @@ def _read_png(path: Path) -> np.ndarray:
         ) from err
     if fmt != "PNG":
         raise DataError(f"{str(path)!r} is a {fmt} file, expected a PNG image")
-    if mode == "1":  # bilevel: fine for a label
+    if mode == "1" and kind == "label":  # bilevel: fine for a label, not for an EM image
         arr = arr.astype(np.uint8) * 255
     elif mode != "L":
         raise DataError(
@@ -196,32 +198,53 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def _layout_hint(root: Path) -> str:
-    for wrong in (root / "membrane", root / _SUBDIR / "membrane", root / "train"):
+    for wrong in (root, root / "membrane", root / _SUBDIR / "membrane", root / "train", root / _SUBDIR / "train"):
         if (wrong / "image").is_dir():
             return (
                 f" Found {str(wrong / 'image')!r}: that is the tarball's / mirror's layout. "
                 f"Expected {str(root / _SUBDIR / 'image')!r} and {str(root / _SUBDIR / 'label')!r}; "
                 f"move the folders there, or unpack the tarball with extract_isbi_archive."
             )
+    tarballs = sorted(p.name for p in root.glob("*.tar*") if p.is_file()) if root.is_dir() else []
+    if tarballs:
+        return (
+            f" {str(root)!r} holds {tarballs[:3]}: if that is a packed copy of the mirror's folder, "
+            f"pass archive={str(root / tarballs[0])!r}."
+        )
     return ""
 
 
-def _fetch_slice(kind: str, i: int, root: Path, download: bool, verify: bool) -> Path:
+def _fetch_slice(kind: str, i: int, root: Path, download: bool, verify: bool, n_slices: int) -> Path:
     name = f"{kind}/{i}.png"
     sha = ISBI_SHA256[name] if verify else None
     url = ISBI_URL.format(kind=kind, i=i)
+    path = root / _SUBDIR / name
+    if not verify and not path.is_file():
+        # unverified loading never downloads: the mirror's slices would silently join
+        # a synthetic (or other) stack
+        raise DataError(
+            f"{str(path)!r} not found. With verify=False nothing is downloaded: is n_slices={n_slices} "
+            f"right (the n given to write_synthetic_isbi)? For the real data set load with verify=True "
+            f"(downloads and checks every file), pass archive='/path/to/isbi2012-membrane.tar.gz', or set "
+            f"COURSE_DATA_DIR to a folder holding {_SUBDIR}/{name}."
+        )
     try:
         return fetch(f"{_SUBDIR}/{name}", url, sha, root=root, download=download)
+    except OSError as err:  # e.g. a read-only data folder
+        raise DataError(
+            f"isbi2012: could not store {str(root / _SUBDIR / name)!r} ({type(err).__name__}: {err}); "
+            f"point root / COURSE_DATA_DIR at a writable folder, or pre-fetch the files there."
+        ) from err
     except DataError as err:
         if verify and "checksum" in str(err):
-            hint = "if this folder holds the synthetic stand-in from write_synthetic_isbi, load it with verify=False"
+            hint = "if this folder holds the synthetic stand-in from write_synthetic_isbi, load it with verify=False."
         else:
             hint = (
                 "with a local copy of the mirror's files packed as a tarball "
                 f"(membrane/image/{{i}}.png, membrane/label/{{i}}.png), pass "
-                f"archive='/path/to/isbi2012-membrane.tar.gz' or call extract_isbi_archive"
+                f"archive='/path/to/isbi2012-membrane.tar.gz' or call extract_isbi_archive."
             )
-        raise DataError(f"{err}\n(isbi2012: {hint}.)") from err
+        raise DataError(f"{err}\n(isbi2012: {hint})") from err
 
 
 def load_isbi2012(
@@ -241,7 +264,8 @@ def load_isbi2012(
             :func:`isbi_split_indices`.
         root: data folder holding ``isbi2012/{image,label}/{i}.png``; default
             :func:`course.data.download.data_dir` (``$COURSE_DATA_DIR`` or ``~/.cache/course``).
-        download: download missing files (else a missing file is a :class:`DataError`).
+        download: download missing files (else a missing file is a :class:`DataError`);
+            only with ``verify``, so that every downloaded file is checked.
         verify: check each file against the SHA-256 of the real data set, and that slices are
             512x512. Pass False for files written by :func:`write_synthetic_isbi` (any size).
         archive: a local tarball of the mirror's folder (``membrane/{image,label}/{i}.png``):
@@ -255,10 +279,15 @@ def load_isbi2012(
         (pixel / 255) and targets in ``{0, 1}``, 1 = membrane (label pixel < 128),
         in slice order.
 
+    Labels may hold up to 1% of grey pixels (anti-aliasing), thresholded at 128; a label
+    that is more than 60% membrane is taken for an inverted one and refused. With
+    ``verify=False`` nothing is downloaded.
+
     Raises:
         DataError: a file is missing offline, has the wrong checksum, is not an 8-bit
             grayscale PNG, has a different size than the others (or than 512x512 when
-            verifying), or a label is not binary. Never returns a partial set.
+            verifying), a label is not binary or looks inverted, or ``root`` is a file.
+            Never returns a partial set.
     """
     indices = isbi_split_indices(split, n_slices)
     if synthetic:
@@ -267,6 +296,12 @@ def load_isbi2012(
     if verify and n_slices != ISBI_N_SLICES:
         raise ValueError(f"isbi2012: the real stack has {ISBI_N_SLICES} slices; n_slices={n_slices} needs verify=False")
     root_path = Path(root).expanduser() if root is not None else data_dir()
+    if root_path.exists() and not root_path.is_dir():
+        raise DataError(
+            f"isbi2012: root {str(root_path)!r} is a file, expected the data folder holding "
+            f"{_SUBDIR}/image and {_SUBDIR}/label"
+            + (f"; for a tarball pass archive={str(root_path)!r} (and a folder as root)" if ".tar" in root_path.name else "")
+        )
     if archive is not None:
         extract_isbi_archive(archive, root_path, verify=verify)
     if not (root_path / _SUBDIR / "image" / "0.png").is_file():
@@ -274,19 +309,19 @@ def load_isbi2012(
         if hint:
             raise DataError(f"isbi2012: {str(root_path / _SUBDIR / 'image' / '0.png')!r} not found.{hint}")
     expected: tuple[int, int] | None = (ISBI_SIZE, ISBI_SIZE) if verify else None
+    expected_from = "every slice of the real data set"
     images, labels = [], []
     for i in indices:
         pair = []
         for kind in _KINDS:
-            path = _fetch_slice(kind, i, root_path, download, verify)
-            arr = _read_png(path)
-            if expected is None:
-                expected = arr.shape  # synthetic: every slice must match the first one read
+            path = _fetch_slice(kind, i, root_path, download, verify, n_slices)
+            arr = _read_png(path, kind)
+            if expected is None:  # unverified: every file must match the first one read
+                expected, expected_from = arr.shape, repr(str(path))
             if arr.shape != expected:
                 raise DataError(
-                    f"{str(path)!r} is {arr.shape[0]}x{arr.shape[1]} (HxW) but expected "
-                    f"{expected[0]}x{expected[1]} like "
-                    + ("every slice of the real data set" if verify else "the other slices of this stack")
+                    f"{str(path)!r} is {arr.shape[0]}x{arr.shape[1]} (HxW) but {expected_from} is "
+                    f"{expected[0]}x{expected[1]}; every image and label of a stack must have the same size"
                 )
             if kind == "label":
                 grey = np.count_nonzero((arr != 0) & (arr != 255)) / arr.size
@@ -294,6 +329,13 @@ def load_isbi2012(
                     raise DataError(
                         f"{str(path)!r} is not a binary label: {grey:.0%} of its pixels are "
                         f"neither 0 (membrane) nor 255 (cell). Are image/ and label/ swapped?"
+                    )
+                membrane = np.count_nonzero(arr < 128) / arr.size
+                if membrane > _MEMBRANE_LIMIT:
+                    raise DataError(
+                        f"{str(path)!r} marks {membrane:.0%} of its pixels as membrane (dark); membrane "
+                        f"must be black (0) and cells white (255), and membrane is the minority. Is "
+                        f"the label inverted?"
                     )
             pair.append(arr)
         images.append(pair[0])
@@ -335,6 +377,8 @@ def extract_isbi_archive(
     """
     tar_path = Path(tar_path).expanduser()
     root_path = Path(root).expanduser() if root is not None else data_dir()
+    if tar_path.is_dir():
+        raise DataError(f"isbi2012 archive {str(tar_path)!r} is a folder; expected a tarball (.tar, .tar.gz)")
     if not tar_path.is_file():
         raise DataError(f"isbi2012 archive {str(tar_path)!r} not found")
     payload: dict[str, bytes] = {}
@@ -388,10 +432,22 @@ def extract_isbi_archive(
             + ("" if n else " (no member matched .../image/<i>.png)")
             + "; nothing was extracted."
         )
-    for key, data in sorted(payload.items()):
-        dest = root_path / _SUBDIR / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(dest, data)
+    written: list[Path] = []
+    try:
+        for key, data in sorted(payload.items()):
+            dest = root_path / _SUBDIR / key
+            if dest.is_file() and dest.read_bytes() == data:
+                continue  # already there: leave it (and its timestamps) alone
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(dest, data)
+            written.append(dest)
+    except OSError as err:
+        for path in written:  # never leave half a stack behind
+            path.unlink(missing_ok=True)
+        raise DataError(
+            f"isbi2012: could not write the slices under {str(root_path / _SUBDIR)!r} "
+            f"({type(err).__name__}: {err}); nothing was kept. Use a writable root."
+        ) from err
     return root_path
 
 
@@ -482,6 +538,11 @@ class TileSampler:
         if targets.shape != images.shape:
             raise ValueError(f"TileSampler: targets {tuple(targets.shape)} must match images {tuple(images.shape)}")
         N, _, H, W = images.shape
+        for name, v in (("tile", tile), ("batch_size", batch_size), ("steps", steps)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise TypeError(f"TileSampler: {name} must be an int, got {v!r}")
+        if steps is not None and steps < 1:
+            raise ValueError(f"TileSampler: steps must be >= 1 batch per epoch, got {steps}")
         if not 1 <= tile <= min(H, W):
             raise ValueError(f"TileSampler: tile must be in 1..{min(H, W)} for {H}x{W} slices, got {tile}")
         if batch_size < 1:
@@ -507,11 +568,11 @@ class TileSampler:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # the epoch is taken when iteration starts (not at the first batch)
         gen = torch.Generator(device=self.device)
         gen.manual_seed((self.seed * 1_000_003 + self.epoch) % (1 << 63))
         self.epoch += 1
-        for _ in range(self.steps):
-            yield self._batch(gen)
+        return (self._batch(gen) for _ in range(self.steps))
 
     def _batch(self, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         B, t, dev = self.batch_size, self.tile, self.device
