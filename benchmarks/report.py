@@ -91,7 +91,8 @@ def loader_table(report: dict) -> str:
     for device, r in devices.items():
         lines.append(f"{device}: torch {r.get('torch', '?')}, {r.get('torch_threads', '?')} threads, "
                      f"batch {r['batch_size']}, median of {len(r['img_per_s_runs'])} runs of "
-                     f"{r['batches_per_run']} batches after {r.get('warmup_batches', '?')} warm-up batches, "
+                     f"{r['batches_per_run']} batches after {r.get('warmup_batches', '?')} warm-up batches "
+                     f"(`DataLoader`: plus the 2 per worker it queues ahead), "
                      f"{str(r.get('date', '?'))[:10]}.  ")
     lines.append("Speed-up: `DeviceLoader` over the fastest `DataLoader` setting in the same row.")
     return "\n".join(lines)
