@@ -117,10 +117,9 @@ def merge(previous: dict[str, Any] | None, rows: list[dict[str, Any]]) -> list[d
     kept = []
     for r in (previous or {}).get("results", []):
         r = dict(r)
-        for key, top in (("torch", "torch"), ("torchvision", "torchvision"), ("date", "date"),
-                         ("torch_threads", "torch_threads"), ("warmup_batches", "warmup_batches")):
-            if key not in r and top in previous:  # type: ignore[operator]
-                r[key] = previous[top]  # type: ignore[index]
+        for key in ("torch", "torchvision", "date", "torch_threads", "warmup_batches"):
+            if key not in r and previous and key in previous:
+                r[key] = previous[key]
         if (r["data"], r["device_name"], r["pipeline"]) not in fresh:
             kept.append(r)
     return kept + rows

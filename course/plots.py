@@ -352,7 +352,8 @@ def _label_texts(values: Any, n: int, what: str, class_names: Sequence[str] | No
             if len(parts) <= 1 or parts[0][1] >= 0.995:
                 texts.append(_class_name(order[0], class_names))
             else:
-                texts.append(" + ".join(f"{_class_name(c, class_names)} {w:.2f}".replace("0.", ".", 1) for c, w in parts))
+                weights = (f"{w:.2f}".lstrip("0") for _, w in parts)  # 0.62 -> .62 (every w < 1 here)
+                texts.append(" + ".join(f"{_class_name(c, class_names)} {w}" for (c, _), w in zip(parts, weights)))
         return texts, top
     flat = a.reshape(-1)
     if flat.shape[0] != n:

@@ -266,11 +266,10 @@ def load_cifar10(
             probe.root = os.path.expanduser(str(root_path))
             probe.download()  # torchvision returns at once when every file passes its MD5 check
         except (urllib.error.URLError, OSError, RuntimeError, EOFError, ValueError, tarfile.TarError) as err:
-            found = (
-                _diagnose(folder, files, md5s) or "its files look complete"
-                if existed
-                else "that folder did not exist"
-            )
+            if existed:
+                found = _diagnose(folder, files, md5s) or "its files look complete"
+            else:
+                found = "that folder did not exist"
             raise DataError(
                 f"CIFAR-10: could not download {CIFAR10_URL} ({type(err).__name__}: {err}).\n"
                 f"Looked for the extracted batches in {str(folder)!r}: {found}\n"
@@ -299,12 +298,13 @@ def load_cifar10(
         problem = f"{len(classes)} class names in {_META_FILE}, expected 10"
     elif any(not isinstance(t, int) or not 0 <= t < 10 for t in targets):
         problem = "labels outside [0, 10)"
-    if problem is None and synthetic:
-        # the MD5s come from the set's own manifest, so they prove nothing about its layout:
-        # check each file's structure too (cheap at the synthetic sizes)
-        problem = _diagnose(folder, files, md5s)
-    if problem is not None:  # name the file if one is wrong on its own
-        raise DataError(f"CIFAR-10 {split} in {str(folder)!r}: {_diagnose(folder, files, md5s) or problem}")
+    # Name the file if one is wrong on its own. A synthetic set is always checked file by file:
+    # its MD5s come from its own manifest, so they prove nothing about its layout (cheap at
+    # the synthetic sizes).
+    if problem is not None or synthetic:
+        problem = _diagnose(folder, files, md5s) or problem
+    if problem is not None:
+        raise DataError(f"CIFAR-10 {split} in {str(folder)!r}: {problem}")
 
     # torchvision stores HWC as a transposed view of the CHW rows it read: undo the view (no copy)
     images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
