@@ -66,6 +66,7 @@ def apply(
     c.OverwriteCells.add_missing_cells = True
 
     from autograder import preprocessors as pp
+    from autograder.sanitize import SanitizeNotebook, configure as configure_sanitizing
     from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades,
@@ -79,6 +80,7 @@ def apply(
         ClearMetadataPreprocessor,
         pp.StderrToStdout,
         LimitOutput,
+        SanitizeNotebook,  # what nbgrader saves (and the formgrader and feedback render) is inert
         SaveAutoGrades,
         AssignLatePenalties,
         CheckCellMetadata,
@@ -95,5 +97,7 @@ def apply(
         c.RobustExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
 
     # Feedback: hidden tests and their tracebacks never reach the student.
-    c.GenerateFeedback.preprocessors = [GetGrades, pp.HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGrades, pp.HideHiddenTests, SanitizeNotebook, CSSHTMLHeaderPreprocessor]
+    # ... and every HTML export (feedback, formgrader) sanitises again as it renders
+    configure_sanitizing(c)
     return c

@@ -2,12 +2,14 @@
 
     python -m autograder grade submissions/ --assignment 02_transformer_blocks
 
-For each student: find the notebook(s), copy them into nbgrader's ``submitted/`` layout,
-autograde and write feedback in a worker process of its own (with a wall-clock limit),
-then read the scores back from the gradebook. Whatever one submission does (crash, exit,
-loop, flood, invalid JSON, deleted or edited locked cells), it is reported on its own
-row; the others are graded as usual and the gradebook keeps no half-graded entry.
-Writes ``grades.csv`` and prints a table.
+For each student: take only the expected notebook(s) out of their folder or zip (never
+following links, bounded in size and entries: :mod:`autograder.collect`), restore the
+locked cells from the release (:mod:`autograder.restore`), copy them into nbgrader's
+``submitted/`` layout, autograde and write feedback in a worker process of its own (with
+a wall-clock limit; its kernel sandboxed), then read the scores back from the gradebook.
+Whatever one submission does (crash, exit, loop, flood, invalid JSON, deleted or edited
+locked cells, links, huge files), it is reported on its own row; the others are graded as
+usual and the gradebook keeps no half-graded entry. Writes ``grades.csv`` and prints a table.
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,12 +31,11 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
 from autograder import config as cfg
+from autograder.collect import Submission, collect
 from autograder.release import assignments as list_assignments
 from autograder.release import generate_release
-
-#: Largest total size a submission zip may unpack to.
-MAX_UNZIPPED_BYTES = 200 * 2**20
-_SKIP = {"__MACOSX", ".ipynb_checkpoints", "__pycache__"}
+from autograder.restore import restore_locked
+from autograder.sanitize import harden_feedback_dir
 
 
 @dataclass
@@ -51,90 +52,35 @@ class Result:
     manual_pending: float = 0.0  # points that wait for a human grader
     cells: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    review: str = ""  # why a human should look (the notebook's own checks and the trusted ones disagree)
-
-
-# -- collecting submissions ----------------------------------------------------------------
-
-def _safe_id(name: str) -> str:
-    sid = re.sub(r"[^A-Za-z0-9_.@+-]", "_", name).lstrip(".") or "student"
-    return sid[:80]
-
-
-def _safe_extract(zpath: Path, dest: Path) -> None:
-    """Extract a zip refusing absolute paths, '..', links and zip bombs."""
-    with zipfile.ZipFile(zpath) as z:
-        total = 0
-        for info in z.infolist():
-            name = info.filename
-            parts = Path(name).parts
-            if name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
-                raise ValueError(f"unsafe path in {zpath.name}: {name!r}")
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                raise ValueError(f"symbolic link in {zpath.name}: {name!r}")
-            total += info.file_size
-            if total > MAX_UNZIPPED_BYTES:
-                raise ValueError(f"{zpath.name} unpacks to more than {MAX_UNZIPPED_BYTES // 2**20} MiB")
-        z.extractall(dest)
-
-
-def collect(path: Path, staging: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """Map student id -> folder with their files; and student id -> problem for bad entries.
-
-    ``path`` is a folder of student folders and/or ``<student>.zip`` files, or one zip
-    holding such a folder.
-    """
-    path = Path(path)
-    problems: dict[str, str] = {}
-    if path.is_file() and path.suffix == ".zip":
-        root = staging / "_unzipped"
-        _safe_extract(path, root)
-        entries = [p for p in root.iterdir() if p.name not in _SKIP]
-        # a zip of one wrapper folder (no notebook directly inside) holding the student folders
-        if len(entries) == 1 and entries[0].is_dir() and not any(entries[0].glob("*.ipynb")):
-            root = entries[0]
-        path = root
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: expected a folder of student folders or zip files, or a zip file")
-    students: dict[str, Path] = {}
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith(".") or entry.name in _SKIP:
-            continue
-        if entry.is_dir():
-            sid = _safe_id(entry.name)
-            students[sid] = entry
-        elif entry.suffix == ".zip":
-            sid = _safe_id(entry.stem)
-            dest = staging / "zips" / sid
-            try:
-                _safe_extract(entry, dest)
-                students[sid] = dest
-            except (zipfile.BadZipFile, ValueError, OSError) as e:
-                problems[sid] = f"unreadable zip: {e}"
-    return students, problems
-
-
-def find_notebook(folder: Path, name: str) -> Path | None:
-    """``name`` anywhere under ``folder``; else the only notebook there; else None."""
-    hits = [p for p in folder.rglob(name) if not (_SKIP & set(p.parts))]
-    if hits:
-        return min(hits, key=lambda p: len(p.parts))
-    notebooks = [p for p in folder.rglob("*.ipynb") if not (_SKIP & set(p.parts))]
-    return notebooks[0] if len(notebooks) == 1 else None
+    review: str = ""  # why a human should look: tampering restored, or notebook and trusted checks disagree
 
 
 # -- grading ------------------------------------------------------------------------------
 
 def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill the worker and everything it started (it leads its own process group; its
+    sandboxed kernels die with their parent, and their cgroups are emptied by the sandbox)."""
     try:
-        import psutil
-
-        parent = psutil.Process(proc.pid)
-        for child in parent.children(recursive=True):
-            child.kill()
-        parent.kill()
-    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         proc.kill()
+
+
+def _only_regular_files(folder: Path) -> list[str]:
+    """Remove anything under ``folder`` that is not a regular file or a folder (links,
+    sockets, fifos); return what was removed. Nothing there should ever be one: this is the
+    last line of defence before files are handed to students or opened by instructors."""
+    removed = []
+    if not folder.is_dir() or folder.is_symlink():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                os.unlink(path)
+                removed.append(os.path.relpath(path, folder))
+    return removed
 
 
 def _read_scores(db_url: str, aid: str, sid: str, r: Result) -> None:
@@ -160,30 +106,67 @@ def _drop_submission(db_url: str, aid: str, sid: str) -> None:
             pass
 
 
-def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Path | None], *,
+#: Notes of :func:`autograder.restore.restore_locked` that are no tampering (a student's own
+#: Jupyter names its kernel differently): restored silently, not flagged for review.
+_INNOCENT_NOTES = ("kernelspec changed", "(order kept)")
+#: Tampering notes kept per student (the rest are counted).
+_MAX_NOTES = 6
+
+
+#: Sanitiser notes (:mod:`autograder.sanitize`) that mean active content, not just an SVG plot
+#: or a remote image: they flag the student for review.
+_ACTIVE = ("script", "javascript", "attribute", "frame", "object", "embed", "meta", "base", "form", "widget")
+
+
+def _sanitized_notes(folder: Path, names) -> list[str]:
+    """What the sanitiser removed from the graded notebooks in ``folder`` (grader-written files)."""
+    notes: list[str] = []
+    for name in names:
+        try:
+            meta = json.loads((folder / name).read_text()).get("metadata", {})
+        except (OSError, ValueError, AttributeError):
+            continue
+        notes += [n for n in meta.get("autograder_sanitized", []) if isinstance(n, str)]
+    return notes
+
+
+def _prepare(src: Path, release_nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, list[str]]:
+    """The student's notebook read from the grader's own copy, with the locked cells of the
+    release restored; and what had been tampered with."""
+    text = src.read_bytes().decode("utf-8")
+    nb = nbformat.reads(text, as_version=4)
+    nb, notes = restore_locked(nb, release_nb)
+    return nb, [n for n in notes if not any(k in n for k in _INNOCENT_NOTES)]
+
+
+def grade_student(course_dir: Path, aid: str, sub: Submission, releases: dict[str, nbformat.NotebookNode], *,
                   db_url: str, cell_timeout: int, student_timeout: int, log_dir: Path,
                   sandbox: bool = True, checks_dir: Path | None = None) -> Result:
+    """Grade one collected submission (see :func:`grade`)."""
+    sid = sub.student
     r = Result(sid)
     t0 = time.perf_counter()
     submitted = course_dir / "submitted" / sid / aid
     if submitted.exists():
         shutil.rmtree(submitted)
     submitted.mkdir(parents=True)
-    missing = [n for n, p in notebooks.items() if p is None]
-    for name, src in notebooks.items():
+    missing = [n for n, p in sub.notebooks.items() if p is None]
+    tampered: list[str] = []
+    for name, src in sub.notebooks.items():
         if src is None:
             continue
         try:
-            nbformat.read(src, as_version=4)
-        except Exception as e:  # invalid JSON, not a notebook, unreadable
+            nb, notes = _prepare(src, releases[name])
+        except Exception as e:  # invalid JSON, not a notebook, not UTF-8
             _drop_submission(db_url, aid, sid)
-            r.status, r.message = "invalid", f"{src.name} is not a valid notebook ({type(e).__name__}: {str(e)[:200]})"
+            r.status, r.message = "invalid", f"{name} is not a valid notebook ({type(e).__name__}: {str(e)[:160]})"
             r.seconds = time.perf_counter() - t0
             return r
-        shutil.copy2(src, submitted / name)
-    if len(missing) == len(notebooks):
+        tampered += [f"{name}: {n}" if len(sub.notebooks) > 1 else n for n in notes]
+        nbformat.write(nb, submitted / name)
+    if len(missing) == len(sub.notebooks):
         _drop_submission(db_url, aid, sid)
-        r.status, r.message = "missing", "no notebook found: expected " + ", ".join(notebooks)
+        r.status, r.message = "missing", "no notebook found: expected " + ", ".join(sub.notebooks)
         return r
 
     result_file = log_dir / f"{sid}.json"
@@ -211,22 +194,46 @@ def grade_student(course_dir: Path, aid: str, sid: str, notebooks: dict[str, Pat
             _kill_tree(proc)
             proc.wait()
             _drop_submission(db_url, aid, sid)
+            for folder in ("autograded", "feedback"):
+                shutil.rmtree(course_dir / folder / sid / aid, ignore_errors=True)
             r.status, r.message = "timeout", f"grading took longer than {student_timeout} s"
             r.seconds = time.perf_counter() - t0
             return r
     outcome = json.loads(result_file.read_text()) if result_file.exists() else {}
+    if outcome.get("feedback"):
+        try:  # a Content-Security-Policy on every page: only the template's own scripts may run
+            harden_feedback_dir(course_dir / "feedback" / sid / aid)
+        except Exception as e:
+            shutil.rmtree(course_dir / "feedback" / sid / aid, ignore_errors=True)
+            outcome["feedback"], outcome["error"] = False, f"feedback could not be hardened: {e}"[:200]
     r.seconds = time.perf_counter() - t0
+    removed = [f"{folder}: {p}" for folder in ("autograded", "feedback")
+               for p in _only_regular_files(course_dir / folder / sid / aid)]
+    if removed:  # cannot happen unless the kernel reached the course folder: never hand it out
+        _drop_submission(db_url, aid, sid)
+        shutil.rmtree(course_dir / "feedback" / sid / aid, ignore_errors=True)
+        r.status, r.message = "failed", "links or special files in the graded copy: " + ", ".join(removed)[:250]
+        return r
     if not outcome.get("autograde"):
         _drop_submission(db_url, aid, sid)
         r.status = "failed"
         r.message = (outcome.get("error") or f"grader process exited with {proc.returncode}").splitlines()[-1][:300]
         return r
     _read_scores(db_url, aid, sid, r)
+    reasons = []
+    if tampered:
+        more = f"; and {len(tampered) - _MAX_NOTES} more" if len(tampered) > _MAX_NOTES else ""
+        reasons.append("restored from the release: " + "; ".join(tampered[:_MAX_NOTES]) + more)
     if report.exists():
         verdicts = json.loads(report.read_text())
         disagree = sorted(g for g, v in verdicts.items() if v.get("disagrees"))
         if disagree:
-            r.review = "notebook and trusted checks disagree on " + ", ".join(disagree)
+            reasons.append("notebook and trusted checks disagree on " + ", ".join(disagree))
+    active = [n for n in _sanitized_notes(course_dir / "autograded" / sid / aid, sub.notebooks)
+              if any(k in n for k in _ACTIVE)]
+    if active:  # an attempt at the instructor's browser, or an odd notebook: worth a look
+        reasons.append("active content removed: " + "; ".join(active[:3]) + ("; ..." if len(active) > 3 else ""))
+    r.review = " | ".join(reasons)
     if missing:
         r.message = "missing: " + ", ".join(missing)
     if not outcome.get("feedback"):
@@ -262,28 +269,29 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
         raise SystemExit(f"unknown assignment {assignment!r}: expected one of {known}")
     nb_names = sorted(p.name for p in (course_dir / cfg.SOURCE / assignment).glob("*.ipynb"))
 
-    # the gradebook must know the assignment as released (locked cells, grade cells)
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_release(course_dir, assignment, Path(tmp) / assignment, db_url)
-
     log_dir = course_dir / "grading-logs" / assignment
     log_dir.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
-    with tempfile.TemporaryDirectory() as staging:
-        students, problems = collect(Path(path), Path(staging))
-        for sid, why in problems.items():
-            results.append(Result(sid, status="invalid", message=why))
-        for i, (sid, folder) in enumerate(sorted(students.items()), 1):
+    with tempfile.TemporaryDirectory(prefix="grading-") as staging:
+        staging = Path(staging)
+        # the gradebook must know the assignment as released (locked cells, grade cells); the
+        # release is also what tampered locked cells are restored from
+        generate_release(course_dir, assignment, staging / "release" / assignment, db_url)
+        releases = {n: nbformat.read(staging / "release" / assignment / n, as_version=4) for n in nb_names}
+        subs = collect(Path(path), staging / "collected", nb_names)
+        for i, sub in enumerate(subs, 1):
+            if sub.problem:
+                results.append(Result(sub.student, status="invalid", message=sub.problem))
+                continue
             if echo:
-                print(f"[{i}/{len(students)}] grading {sid} ...", flush=True)
-            notebooks = {name: find_notebook(folder, name) for name in nb_names}
+                print(f"[{i}/{len(subs)}] grading {sub.student} ...", flush=True)
             try:
-                r = grade_student(course_dir, assignment, sid, notebooks, db_url=db_url,
+                r = grade_student(course_dir, assignment, sub, releases, db_url=db_url,
                                   cell_timeout=cell_timeout, student_timeout=student_timeout, log_dir=log_dir,
                                   sandbox=not unsafe, checks_dir=checks_dir)
             except Exception as e:  # never let one student stop the others
-                _drop_submission(db_url, assignment, sid)
-                r = Result(sid, status="failed", message=f"{type(e).__name__}: {e}"[:300])
+                _drop_submission(db_url, assignment, sub.student)
+                r = Result(sub.student, status="failed", message=f"{type(e).__name__}: {e}"[:300])
             results.append(r)
     results.sort(key=lambda r: r.student)
     max_auto = max((r.auto_max for r in results if r.status == "graded"), default=0.0)

@@ -21,6 +21,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode
 
+from autograder import agent, wire
 from autograder.trusted import CellVerdict, Handle, load_checks
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -41,7 +42,20 @@ class _DiedInCheck(DeadKernelError):
 
 class RobustExecute(Execute):
     """nbgrader's ``Execute`` that survives dead kernels and output floods, and runs the
-    trusted hidden checks (:mod:`autograder.trusted`) right after each grade cell."""
+    trusted hidden checks (:mod:`autograder.trusted`).
+
+    Two phases in one kernel:
+
+    1. every cell runs in order, as the student wrote them (their outputs are what the
+       feedback shows); right after each grade cell that has hidden checks, the kernel's
+       names are snapshotted;
+    2. after the last cell, the hidden checks of each grade cell run against its snapshot.
+
+    So no cell of the student's runs after hidden inputs entered their kernel: a function
+    that records its arguments during a check has no later cell to print them in. While a
+    check talks to the kernel only the agent's reply is kept; whatever else the kernel sends
+    (prints, displays, updates of earlier displays, widget messages) is dropped unread.
+    """
 
     max_output_chars = Integer(100_000, help="Characters of output kept per cell.").tag(config=True)
     max_restarts = Integer(3, help="Kernel restarts allowed per notebook before giving up.").tag(config=True)
@@ -50,28 +64,52 @@ class RobustExecute(Execute):
     check_timeout = Integer(30, help="Seconds one request of a hidden check may take.").tag(config=True)
     report_path = Unicode("", help="JSON file for the per-cell trusted verdicts.").tag(config=True)
 
-    # -- output cap -------------------------------------------------------------------
+    # -- what the kernel sends ------------------------------------------------------------------
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
         content = msg.get("content", {})
-        if msg.get("msg_type") == "stream":
+        kind = msg.get("msg_type")
+        if self._aside == "replay":  # rebuilding state after a restart: nothing is kept
+            return None
+        if self._aside == "request":  # a hidden check's request: only the agent's reply counts
+            if kind == "display_data" and agent.MIME in content.get("data", {}):
+                reply = content["data"][agent.MIME]
+                if isinstance(reply, str) and len(reply) <= wire.MAX_BYTES * 4 // 3 + 1024 and not self._replied:
+                    self._replied = True
+                    outs.append(NotebookNode(output_type="display_data", metadata={}, data={agent.MIME: reply}))
+            elif kind == "error" and not self._replied:
+                outs[:] = [o for o in outs if o.get("output_type") != "error"]
+                outs.append(_error(str(content.get("ename", "Error"))[:100], str(content.get("evalue", ""))[:500]))
+            return None
+        if kind == "stream":
             size = len(content.get("text", ""))
-        elif msg.get("msg_type") in ("display_data", "execute_result", "error"):
+        elif kind in ("display_data", "execute_result", "error"):
             size = sum(len(str(v)) for v in content.get("data", {}).values()) + len(str(content.get("traceback", "")))
         else:
             size = 0
-        if getattr(self, "_aside", False):  # a replay or a grader request: not part of the notebook
-            return super().output(outs, msg, display_id, cell_index)
         used = self._chars.get(cell_index, 0)
+        self._chars[cell_index] = used + size
         if used + size > self.max_output_chars:
             if cell_index not in self._truncated:
                 self._truncated.add(cell_index)
                 outs.append(NotebookNode(
                     output_type="stream", name="stdout",
                     text=f"\n[autograder] output of this cell truncated after {self.max_output_chars} characters\n"))
-            self._chars[cell_index] = used + size
             return None
-        self._chars[cell_index] = used + size
         return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id: str, msg: dict) -> None:
+        # an update of an earlier output: never during a check or a replay, and capped
+        content = msg.get("content", {})
+        size = sum(len(str(v)) for v in content.get("data", {}).values())
+        if not self._aside and size <= self.max_output_chars:
+            super()._update_display_id(display_id, msg)
+
+    def handle_comm_msg(self, outs: list, msg: dict, cell_index: int) -> None:
+        """Widget messages are ignored: nothing renders them while grading, and their state
+        would grow without bound."""
+
+    def set_widgets_metadata(self) -> None:
+        """No widget state is written into the graded notebook (see :meth:`handle_comm_msg`)."""
 
     # -- execution with restarts ----------------------------------------------------------
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
@@ -82,42 +120,51 @@ class RobustExecute(Execute):
         self._check_assign_resources(resources)
         self._chars: dict[int, int] = {}
         self._truncated: set[int] = set()
+        self._aside = ""
+        self._replied = False
         aid = ((resources or {}).get("nbgrader") or {}).get("assignment")
         self._checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
         self._verdicts: dict[str, dict] = {}
 
         killers: list[int] = []  # cells that killed the kernel: never run again
         check_deaths = 0  # kernels lost during hidden checks (their cells are not killers)
-        start = 0
-        while start < len(nb.cells):
+        pending = [i for i, c in enumerate(nb.cells) if self._checks_of(c)]  # grade cells still to check
+        start = 0  # first cell not yet run; len(nb.cells) once phase 1 is over
+        while True:
             current = start
             try:
                 with self.setup_kernel():
                     info = self.wait_for_reply(self.kc.kernel_info())
                     if info is not None:
                         nb.metadata["language_info"] = info["content"]["language_info"]
-                    # after a restart, rebuild the state the later cells rely on
+                    # after a restart, rebuild the state (and the snapshots) the rest relies on
                     for index in range(start):
                         current = index
-                        cell = nb.cells[index]
-                        if cell.cell_type == "code" and index not in killers:
-                            self._run_aside(copy.deepcopy(cell))
+                        if nb.cells[index].cell_type == "code" and index not in killers:
+                            self._run_aside(copy.deepcopy(nb.cells[index]), mode="replay")
+                            self._snapshot(nb, index)
                     for index in range(start, len(nb.cells)):
                         current = index
                         self.preprocess_cell(nb.cells[index], resources, index)
-                        self._run_checks(nb, index)
-                start = len(nb.cells)
+                        self._snapshot(nb, index)
+                    start = current = len(nb.cells)
+                    while pending:
+                        index = pending.pop(0)
+                        if index not in killers:
+                            self._run_checks(nb, index)
+                break
             except _DiedInCheck:
-                # the grade cell itself ran; its checks are scored; go on after it
-                start = current + 1
+                # the checks of that cell are scored; go on with the next grade cell
                 check_deaths += 1
                 if check_deaths + len(killers) > self.max_restarts:
-                    self._fail_rest(nb, start, "not run: the kernel died too many times")
+                    self._fail_checks(nb, pending, "not run: the kernel died too many times")
                     break
             except (DeadKernelError, CellTimeoutError) as exc:
                 hung = isinstance(exc, CellTimeoutError)
                 if current < start:  # died while replaying: stop here
-                    self._fail_rest(nb, start, f"not run: the kernel died again while replaying cell {current}")
+                    why = f"not run: the kernel died again while replaying cell {current}"
+                    self._fail_rest(nb, start, why)
+                    self._fail_checks(nb, pending, why)
                     break
                 killers.append(current)
                 nb.cells[current].outputs.append(_error(
@@ -128,47 +175,60 @@ class RobustExecute(Execute):
                 start = current + 1
                 if len(killers) > self.max_restarts:
                     self._fail_rest(nb, start, "not run: the kernel died too many times")
+                    self._fail_checks(nb, pending, "not run: the kernel died too many times")
                     break
                 self.log.warning("Kernel died in cell %d; restarting and replaying cells 0..%d", current, current - 1)
-        self.set_widgets_metadata()
         self._write_report()
         return self.nb, self.resources
 
     # -- trusted checks ---------------------------------------------------------------------
-    def _run_aside(self, cell: NotebookNode, timeout: int | None = None) -> list:
+    def _checks_of(self, cell: NotebookNode) -> list:
+        if not _is_test_cell(cell):
+            return []
+        return self._checks.get(cell.metadata["nbgrader"]["grade_id"], [])
+
+    def _run_aside(self, cell: NotebookNode, timeout: int | None = None, mode: str = "request") -> list:
         """Execute ``cell`` in the kernel without recording it in the notebook (nbclient
         writes an executed cell back into ``self.nb`` at its index)."""
         scratch = NotebookNode(cells=[cell], metadata=self.nb.metadata, nbformat=4, nbformat_minor=5)
         nb, old_timeout = self.nb, self.timeout
-        self.nb, self._aside = scratch, True
+        self.nb, self._aside, self._replied = scratch, mode, False
         if timeout is not None:
             self.timeout = timeout
         try:
             self.execute_cell(cell, 0, store_history=False)
         finally:
-            self.nb, self.timeout, self._aside = nb, old_timeout, False
+            self.nb, self.timeout, self._aside = nb, old_timeout, ""
+            self.clear_before_next_output = False  # a clear_output(wait=True) sent aside stays aside
         return cell.outputs
 
-    def _request(self, index: int, code: str) -> list:
+    def _request(self, code: str) -> list:
         cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[], execution_count=None)
         return self._run_aside(cell, self.check_timeout)
+
+    def _snapshot(self, nb: NotebookNode, index: int) -> None:
+        """Keep the kernel's names as they are right after grade cell ``index``."""
+        if self._checks_of(nb.cells[index]):
+            self._request(agent.request_code("snapshot", key=str(index)))
 
     def _run_checks(self, nb: NotebookNode, index: int) -> None:
         import torch
 
         cell = nb.cells[index]
-        if not _is_test_cell(cell):
-            return
         gid = cell.metadata["nbgrader"]["grade_id"]
-        checks = self._checks.get(gid)
-        if not checks:
-            return
+        checks = self._checks_of(cell)
         import time
 
         t0 = time.perf_counter()
         verdict = CellVerdict(gid, in_kernel_ok=not any(o.get("output_type") == "error" for o in cell.outputs))
-        handle = Handle(lambda code: self._request(index, code), nb)
+        handle = Handle(self._request, nb)
         died = False
+        try:
+            handle._request("enter", key=str(index))
+        except (DeadKernelError, CellTimeoutError):
+            died = True
+        except Exception:
+            pass  # a tampered agent: the checks will say what does not answer
         for chk in checks:
             if died:
                 verdict.results.append((chk.name, False, "not run: the kernel died during an earlier check"))
@@ -189,17 +249,28 @@ class RobustExecute(Execute):
                 verdict.results.append((chk.name, False, f"{type(e).__name__}: {e}"[:1000]))
             verdict.mirrored.append(chk.mirrors_visible)
         if not died:
-            try:
-                handle._request("restore_all")  # whatever a failed check left substituted
-                handle._request("clear")
-            except (DeadKernelError, CellTimeoutError):
-                died = True
-            except Exception:
-                pass
+            for op in ("restore_all", "clear", "leave"):  # whatever a failed check left behind
+                try:
+                    handle._request(op)
+                except (DeadKernelError, CellTimeoutError):
+                    died = True
+                    break
+                except Exception:
+                    pass
         self._apply_verdict(cell, verdict)
         self._verdicts[gid] = dict(verdict.as_dict(), seconds=round(time.perf_counter() - t0, 3))
         if died:
             raise _DiedInCheck("kernel died during a hidden check")
+
+    def _fail_checks(self, nb: NotebookNode, pending: list[int], why: str) -> None:
+        """Grade cells whose hidden checks could not run score 0, with ``why``."""
+        for index in pending:
+            cell = nb.cells[index]
+            verdict = CellVerdict(cell.metadata["nbgrader"]["grade_id"], in_kernel_ok=True)
+            verdict.results = [(chk.name, False, why) for chk in self._checks_of(cell)]
+            verdict.mirrored = [False] * len(verdict.results)
+            self._apply_verdict(cell, verdict)
+        pending.clear()
 
     @staticmethod
     def _apply_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:

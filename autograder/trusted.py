@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,12 +90,145 @@ def load_checks(assignment: str, checks_dir: str | Path | None = None) -> dict[s
 
 
 class StudentError(AssertionError):
-    """The student's code raised while a check called it."""
+    """The student's code raised while a check called it.
 
-    def __init__(self, type_name: str, message: str, where: str):
+    What the student's kernel reports is untrusted and may carry the hidden inputs (a
+    function can raise them in its message): ``str()`` of this error, which is what the
+    student's feedback shows, keeps only what cannot: the exception's type and the line of
+    the student's own code where it happened, each only if it can be found in the submitted
+    notebook (or is a Python exception), and the message only when it has the shape of one
+    of PyTorch's or Python's own shape/type/key messages (:data:`SAFE_MESSAGES`). The raw
+    fields stay available to checks as ``type_name``, ``message`` and ``where``.
+    """
+
+    def __init__(self, type_name: str, message: str, where: str, known: "_SourceIndex | None" = None):
         self.type_name, self.message, self.where = type_name, message, where
-        text = f"your code raised {type_name}: {message}"
-        super().__init__(text + (f" ({where})" if where else ""))
+        known = known or _SourceIndex("")
+        shown_type = type_name if known.is_exception_name(type_name) else "an exception"
+        text = f"your code raised {shown_type}"
+        msg = safe_message(message, known)
+        if msg:
+            text += f": {msg}"
+        place = known.where(where)
+        if place:
+            text += f" ({place})"
+        if not msg and message.strip() and not message.startswith("name '"):
+            text += " [its message is not shown: hidden inputs stay hidden; the visible checks show it]"
+        super().__init__(text)
+
+
+#: Messages of Python and PyTorch that only name shapes, sizes, dtypes, devices and parameter
+#: names: shown in feedback. Anything else a student's code raises during a hidden check is not.
+SAFE_MESSAGES = [re.compile(p) for p in (
+    r"The size of tensor a \(\d+\) must match the size of tensor b \(\d+\) at non-singleton dimension -?\d+",
+    r"mat1 and mat2 shapes cannot be multiplied \(\d+x\d+ and \d+x\d+\)",
+    r"shape '\[[-\d, ]*\]' is invalid for input of size \d+",
+    r"Dimension out of range \(expected to be in range of \[-?\d+, -?\d+\], but got -?\d+\)",
+    r"expected scalar type \w+ but found \w+",
+    r"Expected all tensors to be on the same device[\w ,:!]*",
+    r"(Missing|Unexpected) key\(s\) in state_dict: (\"[\w.]+\"(, )?)+\.?",
+    r"size mismatch for [\w.]+: copying a param with shape torch\.Size\(\[[\d, ]*\]\) from checkpoint, "
+    r"the shape in current model is torch\.Size\(\[[\d, ]*\]\)\.?",
+    r"name '\w+' is not defined(: did you run the cell that defines it\?)?",
+    r"\w+\(\) (got an unexpected keyword argument|missing \d+ required positional arguments?:?) ?['\w, and]*",
+    r"\w+\(\) takes \d+ positional arguments? but \d+ (were|was) given",
+    r"'\w+' object has no attribute '\w+'",
+    r"'\w+' object is not (callable|subscriptable|iterable)",
+)]
+
+
+def safe_message(message: str, known: "_SourceIndex | None" = None) -> str:
+    """The lines of ``message`` that are one of :data:`SAFE_MESSAGES` in full and whose words
+    are all names of the submission, of Python or of torch (numbers of five digits or more
+    are masked), joined; "" when none is."""
+    known = known or _SourceIndex("")
+    keep = []
+    for line in str(message).strip().splitlines()[:20]:
+        line = line.strip()
+        if line.startswith("Error(s) in loading state_dict for "):
+            line = line.split(":", 1)[1].strip() if ":" in line else ""
+        if not line or len(line) > 400 or not any(p.fullmatch(line) for p in SAFE_MESSAGES):
+            continue
+        if all(known.is_word(w) for w in re.findall(r"[A-Za-z_]\w*", line)):
+            keep.append(re.sub(r"\d{5,}", "N", line))
+    return "; ".join(keep)[:600]
+
+
+def _template_words() -> set[str]:
+    return {w for p in SAFE_MESSAGES for w in re.findall(r"[A-Za-z_]\w*", re.sub(r"\\\w", " ", p.pattern))}
+
+
+class _SourceIndex:
+    """Identifiers and lines of the submitted notebook's code: text a kernel reports back is
+    shown to the student only if it was already in their submission (so it cannot carry
+    anything the hidden checks sent)."""
+
+    _WHERE = re.compile(r"in ([\w<>]+), line (\d+): (.*)", re.S)
+
+    def __init__(self, source: str):
+        self.lines = {ln.strip() for ln in source.splitlines() if ln.strip()}
+        self.names = set(re.findall(r"[A-Za-z_]\w*", source))
+
+    def is_exception_name(self, name: str) -> bool:
+        import builtins
+
+        if not re.fullmatch(r"[A-Za-z_]\w{0,60}", name or ""):
+            return False
+        obj = getattr(builtins, name, None)
+        return (isinstance(obj, type) and issubclass(obj, BaseException)) or name in self.names \
+            or name in ("OutOfMemoryError", "LinAlgError", "_LinAlgError")
+
+    def where(self, where: str) -> str:
+        m = self._WHERE.fullmatch(str(where).strip())
+        if not m:
+            return ""
+        fn, line, code = m.group(1), int(m.group(2)), m.group(3).strip()
+        if fn not in self.names and fn not in ("<module>", "<lambda>", "<listcomp>", "<genexpr>"):
+            return ""
+        if code and code not in self.lines:
+            return f"in {fn}, line {line}"
+        return f"in {fn}, line {line}: {code}" if code else f"in {fn}, line {line}"
+
+    def is_word(self, word: str) -> bool:
+        """A word that may appear in a message shown to the student."""
+        import builtins
+
+        return len(word) <= 60 and (word in self.names or hasattr(builtins, word) or word in _library_names()
+                                    or word in _TEMPLATE_WORDS)
+
+    def type_name(self, name: str) -> str:
+        """``name`` if it is a name of the submission, of Python or of torch; else "object"."""
+        import builtins
+
+        if re.fullmatch(r"[A-Za-z_]\w{0,60}", name or "") and (
+                name in self.names or hasattr(builtins, name) or name in _library_names()):
+            return name
+        return "object"
+
+
+def _library_names() -> set[str]:
+    global _LIB_NAMES
+    if _LIB_NAMES is None:
+        import collections
+        import types
+
+        import torch
+        import torch.nn
+
+        _LIB_NAMES = set()
+        for mod in (torch, torch.nn, torch.nn.modules, collections, types):
+            _LIB_NAMES.update(n for n in dir(mod) if not n.startswith("__"))
+        for m in (torch.nn.Linear(1, 1), torch.nn.LayerNorm(1), torch.nn.BatchNorm2d(1), torch.nn.Embedding(1, 1),
+                  torch.nn.Conv2d(1, 1, 1), torch.nn.MultiheadAttention(2, 1),
+                  torch.nn.TransformerEncoderLayer(2, 1, 2), torch.nn.TransformerDecoderLayer(2, 1, 2)):
+            _LIB_NAMES.update(w for k in m.state_dict() for w in k.split("."))  # parameter names
+        _LIB_NAMES.update({"Tensor", "Parameter", "OrderedDict", "generator", "function", "method",
+                           "builtin_function_or_method", "module", "NoneType"})
+    return _LIB_NAMES
+
+
+_LIB_NAMES: set[str] | None = None
+_TEMPLATE_WORDS = _template_words()
 
 
 class BadAnswer(AssertionError):
@@ -153,6 +287,14 @@ class Handle:
     def __init__(self, run_request: Callable[[str], list[NotebookNode]], notebook: NotebookNode):
         self._run = run_request
         self._nb = notebook
+        self._known_index: _SourceIndex | None = None
+
+    @property
+    def _known(self) -> _SourceIndex:
+        """What the submission itself contains (text from the kernel is checked against it)."""
+        if self._known_index is None:
+            self._known_index = _SourceIndex("\n".join(c.source for c in self._nb.cells if c.cell_type == "code"))
+        return self._known_index
 
     # -- requests --------------------------------------------------------------------------
     def _request(self, op: str, **fields) -> Any:
@@ -165,7 +307,7 @@ class Handle:
             errors = [o for o in outputs if o.get("output_type") == "error"]
             if errors:
                 e = errors[-1]
-                raise StudentError(str(e.get("ename", "Error")), str(e.get("evalue", ""))[:500], "")
+                raise StudentError(str(e.get("ename", "Error"))[:100], str(e.get("evalue", ""))[:500], "", self._known)
             raise BadAnswer("no answer came back from the notebook (was the grading agent tampered with?)")
         try:
             reply = wire.parse_reply(replies[-1]["data"][agent.MIME])
@@ -173,12 +315,12 @@ class Handle:
             raise BadAnswer(f"the answer could not be read: {e}") from None
         if not reply["ok"]:
             err = reply["error"]
-            raise StudentError(err["type"], err["message"], err["where"])
+            raise StudentError(err["type"], err["message"], err["where"], self._known)
         return self._wrap(reply["value"])
 
     def _wrap(self, v: Any) -> Any:
-        if isinstance(v, wire.ObjectRef):
-            return RemoteObject(self, v)
+        if isinstance(v, wire.ObjectRef):  # its type name is shown in messages: only a name known here
+            return RemoteObject(self, wire.ObjectRef(v.oid, self._known.type_name(v.type_name)))
         if isinstance(v, list):
             return [self._wrap(x) for x in v]
         if isinstance(v, dict):
