@@ -7,10 +7,17 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # pytest workers (CI has 2 cores)
 JOBS   ?= 2
+# Jupyter settings of the course environment, copied from jupyter-config/ into the venv:
+# no "official Jupyter news?" prompt, and no nbgrader Assignment/Course List (they need an
+# exchange directory, which this course does not use). The server file is named zz-... so
+# that it is read after nbgrader's own nbgrader.json, which enables those extensions.
+JUPYTER_CONFIG := $(patsubst jupyter-config/%,$(VENV)/%,$(shell find jupyter-config -type f))
+# extra arguments of `make lab`, e.g. LAB_ARGS="--no-browser --port=8890"
+LAB_ARGS ?=
 
 .PHONY: setup demo test release release-check bench lab clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(JUPYTER_CONFIG)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +26,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" > /dev/null
 	touch $(STAMP)
 
+$(VENV)/%: jupyter-config/% | $(STAMP)
+	mkdir -p $(@D)
+	cp $< $@
+
 ## main job: release, grade three sample students, print the gradebook
 demo: $(STAMP)
 	$(BIN)/python -m autograder demo
 
 ## the whole suite on CPU, quick profile: unit tests, release hygiene, autograding, nbval
-test: $(STAMP)
+test: setup
 	COURSE_PROFILE=quick MPLBACKEND=Agg $(BIN)/python -m pytest -n $(JOBS) --dist loadfile \
 		tests source solutions --nbval-lax -p no:cacheprovider
 
@@ -38,8 +49,11 @@ release-check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-lab: $(STAMP)
-	$(BIN)/jupyter lab assignments/
+## JupyterLab in the repository root, where nbgrader finds nbgrader_config.py (Validate button,
+## formgrader), with the file browser on assignments/; root may only start it with --allow-root
+lab: setup
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/assignments $(LAB_ARGS)
 
 clean:
 	rm -rf .demo submitted autograded feedback grading-logs gradebook.db grades-*.csv

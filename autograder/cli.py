@@ -39,15 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "release":
         from autograder import release
 
-        if a.check:
-            problems = release.check()
-            if problems:
-                print("assignments/ or solutions/ is out of date with source/; run `make release`:")
-                print("\n".join("  " + p for p in problems))
-                return 1
-            print("assignments/ and solutions/ are up to date with source/")
-            return 0
-        release.release()
+        try:
+            if a.check:
+                problems = release.check()
+                if problems:
+                    print("assignments/ or solutions/ is out of date with source/; run `make release`:")
+                    print("\n".join("  " + p for p in problems))
+                    return 1
+                print("assignments/ and solutions/ are up to date with source/")
+                return 0
+            release.release()
+        except release.ReleaseError as e:
+            print(f"release failed: {e}", file=sys.stderr)
+            return 1
         print("wrote assignments/ and solutions/")
         return 0
     if a.cmd == "grade":

@@ -36,8 +36,64 @@ def _files(folder: Path) -> list[Path]:
                   and ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts)
 
 
-def strip_for_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop hidden-test regions and solution markers; keep the solution code; clear outputs."""
+#: nbgrader's region markers (its default delimiters, which this course keeps), as pairs.
+MARKERS = (("BEGIN SOLUTION", "END SOLUTION"), ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS"))
+
+
+def _cell_name(cell: nbformat.NotebookNode, index: int) -> str:
+    grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {grade_id!r} (cell {index + 1})" if grade_id else f"cell {index + 1} (no grade_id)"
+
+
+def marker_problems(nb: nbformat.NotebookNode, name: str = "notebook") -> list[str]:
+    """Unbalanced region markers of ``nb``, one line each naming ``name`` and the cell:
+    a BEGIN without its END, an END without a BEGIN, a BEGIN inside a region of the same
+    kind, or two regions that cross. nbgrader would hide everything after an unclosed
+    BEGIN (or fail with a message that names no cell); here it is an error up front."""
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        where = f"{name}: {_cell_name(cell, index)}"
+        open_: list[tuple[str, int]] = []  # (kind, line number) of the regions still open
+        for lineno, line in enumerate(cell.source.split("\n"), 1):
+            for begin, end in MARKERS:
+                if begin in line:
+                    if any(kind == begin for kind, _ in open_):
+                        problems.append(f"{where}: line {lineno}: {begin} inside another {begin} region")
+                    open_.append((begin, lineno))
+                elif end in line:
+                    if not any(kind == begin for kind, _ in open_):
+                        problems.append(f"{where}: line {lineno}: {end} without {begin}")
+                        continue
+                    if open_[-1][0] != begin:
+                        problems.append(f"{where}: line {lineno}: {end} while the {open_[-1][0]} region "
+                                        f"of line {open_[-1][1]} is still open (regions cross)")
+                    last = max(i for i, (kind, _) in enumerate(open_) if kind == begin)
+                    del open_[last]
+        problems += [f"{where}: line {lineno}: {kind} without {dict(MARKERS)[kind]}" for kind, lineno in open_]
+    return problems
+
+
+def _raise_on(problems: list[str]) -> None:
+    if problems:
+        raise ReleaseError("unbalanced nbgrader markers (each BEGIN needs its END in the same cell, "
+                           "no nesting):\n" + "\n".join("  " + p for p in problems))
+
+
+def check_markers(course_dir: Path, aids: list[str]) -> None:
+    """Raise :class:`ReleaseError` listing every unbalanced marker of ``source/<aid>/*.ipynb``
+    for all ``aids`` together."""
+    problems = []
+    for aid in aids:
+        for f in sorted((Path(course_dir) / cfg.SOURCE / aid).glob("*.ipynb")):
+            problems += marker_problems(nbformat.read(f, as_version=4), f"{cfg.SOURCE}/{aid}/{f.name}")
+    _raise_on(problems)
+
+
+def strip_for_solutions(nb: nbformat.NotebookNode, name: str = "notebook") -> nbformat.NotebookNode:
+    """Drop hidden-test regions and solution markers; keep the solution code; clear outputs.
+
+    Raises :class:`ReleaseError` (naming ``name`` and the cell) on unbalanced markers."""
+    _raise_on(marker_problems(nb, name))
     nb = nbformat.from_dict(nb)
     for cell in nb.cells:
         kept, hidden = [], False
@@ -62,6 +118,7 @@ def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str)
     ``db_url`` (grade cells, checksums, locked sources) and write the student version to
     ``release_out``."""
     course_dir = Path(course_dir).resolve()
+    check_markers(course_dir, [aid])  # before nbgrader sees the notebooks
     work = Path(tempfile.mkdtemp(prefix="release-"))
     try:
         (work / cfg.SOURCE).symlink_to(course_dir / cfg.SOURCE)
@@ -87,7 +144,8 @@ def write_solutions(course_dir: Path, aid: str, out: Path) -> None:
         dest = out / f.relative_to(src)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if f.suffix == ".ipynb":
-            nbformat.write(strip_for_solutions(nbformat.read(f, as_version=4)), dest)
+            name = f"{cfg.SOURCE}/{aid}/{f.relative_to(src)}"
+            nbformat.write(strip_for_solutions(nbformat.read(f, as_version=4), name), dest)
         else:
             shutil.copy2(f, dest)
 
@@ -95,7 +153,9 @@ def write_solutions(course_dir: Path, aid: str, out: Path) -> None:
 def build(course_dir: Path, release_dir: Path, solutions_dir: Path, db_url: str | None = None) -> None:
     """Write the release and the solutions of every assignment of ``course_dir``."""
     course_dir = Path(course_dir).resolve()
-    for aid in assignments(course_dir):
+    aids = assignments(course_dir)
+    check_markers(course_dir, aids)  # every notebook, before anything is written
+    for aid in aids:
         generate_release(course_dir, aid, Path(release_dir) / aid, db_url or cfg.default_db_url(course_dir))
         write_solutions(course_dir, aid, Path(solutions_dir) / aid)
 

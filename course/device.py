@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from course.profile import profile
+from course._profile import profile
 
 
 def _as_device(device: torch.device | str | None) -> torch.device:

@@ -24,56 +24,19 @@ Example::
 
 from __future__ import annotations
 
-import os
 import sys
 import types
-from typing import Literal, TypeVar, cast, get_args
 
 import torch
 
-Profile = Literal["quick", "cpu", "full"]
-PROFILES: tuple[str, ...] = get_args(Profile)  # ("quick", "cpu", "full")
-
-ENV_PROFILE = "COURSE_PROFILE"
-ENV_NBGRADER = "NBGRADER_EXECUTION"
-
-T = TypeVar("T")
-
-
-def profile() -> Profile:
-    """Return the current run profile: ``"quick"``, ``"cpu"`` or ``"full"``.
-
-    Raises:
-        ValueError: if ``COURSE_PROFILE`` is set to something other than a valid profile.
-    """
-    requested = os.environ.get(ENV_PROFILE, "").strip().lower()
-    if requested:
-        if requested not in PROFILES:
-            raise ValueError(
-                f"{ENV_PROFILE}={os.environ[ENV_PROFILE]!r} is not a valid profile; "
-                f"valid profiles are: {', '.join(PROFILES)}"
-            )
-        return cast(Profile, requested)
-    if os.environ.get(ENV_NBGRADER):
-        return "quick"
-    return "full" if torch.cuda.is_available() else "cpu"
-
-
-def pick(*, quick: T, cpu: T, full: T) -> T:
-    """Return the argument named after the current profile.
-
-    >>> import os; os.environ["COURSE_PROFILE"] = "quick"
-    >>> pick(quick=1, cpu=5, full=40)
-    1
-    """
-    return {"quick": quick, "cpu": cpu, "full": full}[profile()]
+# profile() and pick() live in course._profile, which course.device imports too: that way
+# describe() can import course.device at the top and the import graph has no cycle.
+from course._profile import ENV_NBGRADER, ENV_PROFILE, PROFILES, Profile, pick, profile  # noqa: F401
+from course.device import device_name, get_device
 
 
 def describe() -> str:
     """One line for the top of a notebook: profile, device name and torch version."""
-    # Imported here: course.device imports this module.
-    from course.device import device_name, get_device
-
     device = get_device()
     return f"profile={profile()} | device={device_name(device)} | torch {torch.__version__}"
 

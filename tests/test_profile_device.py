@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +150,73 @@ def test_memory_and_summary_on_cpu() -> None:
     assert info["device"] == "cpu" and info["torch"] == torch.__version__
     assert info["capability"] is None and info["autocast_dtype"] is None
     assert {"name", "cuda", "profile"} <= info.keys()
+
+
+# -- imports -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("first", [
+    "import course.device",
+    "import course.profile",
+    "from course.profile import describe; describe()",
+    "from course.device import get_device; get_device()",
+    "import course; course.profile(); course.device.get_device()",
+    "import course.train",
+])
+def test_each_module_imports_first_in_a_fresh_interpreter(first: str) -> None:
+    """Whatever is imported first, both modules load completely (no half-initialised
+    module from an import cycle) and describe() works."""
+    code = (f"{first}\n"
+            "import course.device, course.profile\n"
+            "assert callable(course.device.get_device) and callable(course.profile.pick)\n"
+            "assert course.profile.profile is course.device.profile\n"
+            "print(course.profile.describe())\n")
+    env = {**os.environ, "COURSE_PROFILE": "quick"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "profile=quick" in proc.stdout
+
+
+def _course_imports() -> dict[str, set[str]]:
+    """Module -> the ``course`` modules it imports anywhere (top level or in a function)."""
+    pkg_dir = ROOT / "course"
+    names = {}
+    for path in pkg_dir.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for mod, path in names.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(up + ([node.module] if node.module else []))
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)
+        graph[mod] = {m for m in found if m in names and m != mod}
+    return graph
+
+
+def test_course_has_no_import_cycle() -> None:
+    graph = _course_imports()
+    assert "course.profile" in graph["course.train"]  # the parser sees imports at all
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    cycles = sorted(m for m in graph if m in reachable(m))
+    assert not cycles, f"import cycle through {cycles}: " + ", ".join(
+        f"{m} -> {sorted(graph[m])}" for m in cycles)
