@@ -8,6 +8,14 @@ Mask semantics everywhere (as in ``F.scaled_dot_product_attention``): a boolean 
 True where a query *may attend* to a key; a float mask is *added* to the scores (use
 ``-inf`` to block). Either broadcasts to ``(B, nh, Tq, Tk)``: a causal mask is
 ``causal_mask(T)`` of shape ``(T, T)``, a key-padding mask ``keep[:, None, None, :]``.
+
+Numeric fingerprint. The float32/float64 results of :func:`scaled_dot_product_attention`
+(output and weights) and of :class:`MultiHeadAttention` (output) are moved one unit in the
+last place toward zero (:func:`fingerprint`): a relative change below 1.2e-7 in float32, far
+inside every tolerance, that no plain implementation reproduces. The graders of assignment
+02 use it to recognise a submission that returns these references' results instead of its
+own (``autograder/delegation.py``). Gradients pass through unchanged; other dtypes
+(bfloat16, float16 under autocast) are left as they are.
 """
 
 from __future__ import annotations
@@ -27,7 +35,21 @@ __all__ = [
     "MLP",
     "BlockConfig",
     "TransformerBlock",
+    "fingerprint",
 ]
+
+
+def fingerprint(t: Tensor) -> Tensor:
+    """``t`` with every finite nonzero element moved one ulp toward zero (float32/float64 only).
+
+    The forward value is exactly ``torch.nextafter(t, 0)``; the gradient is the identity
+    (the shift is a detached constant). Zeros, infinities and NaNs are kept.
+    """
+    if t.dtype not in (torch.float32, torch.float64):
+        return t
+    base = t.detach()
+    shift = torch.nextafter(base, base.new_zeros(())) - base  # exact (Sterbenz); NaN/inf where base is not finite
+    return t + shift.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def scaled_dot_product_attention(
@@ -49,6 +71,7 @@ def scaled_dot_product_attention(
     Returns:
         ``(out, weights)``: ``Tensor[..., Tq, d_v]`` and ``Tensor[..., Tq, Tk]`` or None.
         A query whose keys are all masked gets zero weights (and a zero output).
+        Both carry the module's :func:`fingerprint` (one ulp toward zero).
     """
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., Tq, Tk)
     if mask is not None:
@@ -61,14 +84,15 @@ def scaled_dot_product_attention(
     weights = weights.masked_fill(blocked, 0.0)
     attn = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
     out = attn @ v  # (..., Tq, d_v)
-    return out, (weights if need_weights else None)
+    return fingerprint(out), (fingerprint(weights) if need_weights else None)
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention with separate q/k/v/out projections (``batch_first`` layouts).
 
     ``forward`` uses ``F.scaled_dot_product_attention`` (fused kernels) unless the
-    weights are asked for, then the explicit reference path; both give the same output.
+    weights are asked for, then the explicit reference path; both give the same output
+    (within float rounding). The output carries the module's :func:`fingerprint`.
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
@@ -108,7 +132,7 @@ class MultiHeadAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
             weights = None
         y = y.transpose(1, 2).contiguous().view(B, Tq, C)  # (B, Tq, C): heads side by side
-        return self.out_proj(y), weights
+        return fingerprint(self.out_proj(y)), weights
 
 
 def sinusoidal_positional_encoding(max_len: int, d_model: int, base: float = 10000.0) -> Tensor:

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import course.nn
+from autograder.delegation import (check_attention_not_delegated, check_not_reference, decoder_references,
+                                   encoder_references, mha_honest, mha_references)
 from autograder.trusted import RemoteObject, StudentError, check
 from course.testing import (_perturb, check_causal, check_close, check_no_delegation, check_rows_sum_to_one,
                             check_shape, check_zero_where, seeded)
@@ -514,13 +516,36 @@ def sdpa_dropout(h):
                 hint="return the weights before dropout")
 
 
-@check("grade_sdpa", "does not call F.scaled_dot_product_attention, nn.MultiheadAttention or course.nn")
+def _sdpa_delegation_cases():
+    """Inputs on which every reference attention differs bit for bit from every plain formulation
+    (autograder/delegation.py): float32 ``randn``, head size 12 (not a power of 4), tens of keys;
+    4-D heads with d_k == d_v (F.scaled_dot_product_attention runs its fused kernel) and 3-D with
+    d_k != d_v (its math kernel)."""
+    with seeded(11):
+        q, k, v = torch.randn(2, 3, 16, 12), torch.randn(2, 3, 40, 12), torch.randn(2, 3, 40, 12)
+        pad = (torch.arange(40) < torch.tensor([40, 27])[:, None])[:, None, None, :]  # (2, 1, 1, 40)
+        q3, k3, v3 = torch.randn(4, 16, 12), torch.randn(4, 40, 12), torch.randn(4, 40, 7)
+        bias = torch.randn(16, 40)
+    return [(q, k, v, None, "4-D heads, no mask"), (q, k, v, pad, "4-D heads, boolean padding mask"),
+            (q3, k3, v3, bias, "3-D, d_v != d_k, float mask")]
+
+
+@check("grade_sdpa", "does not call F.scaled_dot_product_attention, nn.MultiheadAttention or course.nn "
+                     "(source, calls, and the bits of the results)")
 def sdpa_no_delegation(h):
     advice = "write softmax(q k^T / sqrt(d_k)) v with @ and softmax"
     check_no_delegation(h.source("sdpa"), {
         "scaled_dot_product_attention": advice, "multi_head_attention_forward": advice,
         "MultiheadAttention": advice, "course.nn": COURSE_NN, "reference_attention": advice,
     })
+    # the bits of the results, judged here (nothing in the kernel can switch this off); asked
+    # outside any h.forbidden block, in the same conditions as the other checks
+    cases = _sdpa_delegation_cases()
+    results = [_sdpa(h, q, k, v, mask=mask) for q, k, v, mask, _ in cases]
+    for (q, k, v, mask, where), (out, w) in zip(cases, results):  # a wrong shape or dtype is no match (other checks)
+        check_attention_not_delegated(out, w, q, k, v, mask, what=f"scaled_dot_product_attention ({where})",
+                                      advice="implement attention yourself: " + advice)
+    # the kernel-side guard: quick, and its message names the call
     with seeded(11):
         q, k, v = torch.randn(1, 2, 4), torch.randn(1, 3, 4), torch.randn(1, 3, 4)
     with h.forbidden(F_SDPA, F_MHA_FORWARD, "course.nn.scaled_dot_product_attention"):
@@ -642,7 +667,7 @@ def mha_gradients(h):
 
 
 @check("grade_mha", "does not use nn.MultiheadAttention, F.multi_head_attention_forward, "
-                    "F.scaled_dot_product_attention or course.nn")
+                    "F.scaled_dot_product_attention or course.nn (source, calls, and the bits of the results)")
 def mha_no_delegation(h):
     advice = "write the projections and the head reshapes yourself"
     check_no_delegation(h.source("mha"), {
@@ -651,6 +676,28 @@ def mha_no_delegation(h):
         "functional.scaled_dot_product_attention": "call your scaled_dot_product_attention",
         "course.nn": COURSE_NN, "reference_attention": "call your scaled_dot_product_attention",
     }, follow=False)
+    # the bits of the results, judged here: with the reference attention substituted (as in the
+    # other checks) a MultiHeadAttention that calls it returns course.nn's fingerprinted attention
+    # through its own projections, which no reference module reproduces
+    C, nh = 36, 3  # head size 12: not a power of 4
+    with seeded(12):
+        sd = _mha_weights(C, nh)
+        x, xq, xk, xv = torch.randn(2, 8, C), torch.randn(2, 7, C), torch.randn(2, 9, C), torch.randn(2, 9, C)
+        pad = (torch.arange(9) < torch.tensor([9, 5])[:, None])[:, None, None, :]  # (2, 1, 1, 9)
+        bias = torch.randn(7, 9)
+    cases = [((x, x, x), None, False, "self-attention, no mask"),
+             ((x, x, x), torch.ones(8, 8, dtype=torch.bool).tril(), True, "self-attention, causal mask, need_weights=True"),
+             ((xq, xk, xv), pad, False, "cross-attention, padding mask"),
+             ((xq, xk, xv), bias, True, "cross-attention, float mask, need_weights=True")]
+    with h.substituted(scaled_dot_product_attention=REF_ATTENTION):
+        mha = _module(h, "MultiHeadAttention", C, nh, state=sd)
+        outs = [_pair(mha(*inputs, mask=mask, need_weights=nw), "MultiHeadAttention")[0] for inputs, mask, nw, _ in cases]
+    for (inputs, mask, _, where), out in zip(cases, outs):
+        check_not_reference(_tensor(out, f"out ({where})"), mha_references(sd, nh, *inputs, mask),
+                            mha_honest(sd, nh, *inputs, mask), what=f"MultiHeadAttention's output ({where})",
+                            advice="write the projections and the head reshapes yourself and call your "
+                                   "scaled_dot_product_attention")
+    # the kernel-side guard: quick, and its message names the call
     with seeded(12):
         x = torch.randn(1, 3, 8)
     with h.substituted(scaled_dot_product_attention=REF_ATTENTION), \
@@ -940,12 +987,39 @@ def encoder_dropout_and_gradients(h):
     _check_grads(got, _reference_grads(ref, (x,), g), "EncoderBlock(norm_first=False)")
 
 
-@check("grade_encoder_block", "does not use nn.TransformerEncoderLayer, nn.MultiheadAttention or course.nn")
+_BLOCK_ADVICE = "build the block from your own sublayers (MultiHeadAttention, nn.Linear, nn.LayerNorm)"
+
+
+@check("grade_encoder_block", "does not use nn.TransformerEncoderLayer, nn.MultiheadAttention or course.nn "
+                              "(source, and the bits of the results)")
 def encoder_no_delegation(h):
     check_no_delegation(h.source("encoder_block"), {
         "TransformerEncoderLayer": "write the sublayers with your own modules",
         "MultiheadAttention": "use your MultiHeadAttention", "course.nn": COURSE_NN,
     })
+    # the bits, judged here: with course.nn's (fingerprinted) MultiHeadAttention substituted, an
+    # EncoderBlock built from it cannot return what PyTorch's encoder layer returns
+    # (one case: post-norm; the decoder's check takes pre-norm; each request costs a kernel round trip)
+    C, nh, d_ff = 36, 3, 40
+    cases = []
+    with seeded(62):
+        for norm_first in (False,):
+            sd = _encoder_state(C, nh, d_ff, norm_first)
+            x = torch.randn(2, 6, C)
+            pad = (torch.arange(6) < torch.tensor([6, 4])[:, None])[:, None, None, :]
+            cases.append((norm_first, sd, x, pad))
+    with h.substituted(MultiHeadAttention=REF_MHA):
+        outs = [_module(h, "EncoderBlock", C, nh, d_ff, dropout=0.0, norm_first=nf, state=sd)(x, mask=pad)
+                for nf, sd, x, pad in cases]
+    for (norm_first, sd, x, pad), out in zip(cases, outs):
+        where = f"EncoderBlock(norm_first={norm_first}) with a padding mask"
+        out = _tensor(out, where)
+        ref = _EncoderBlock(C, nh, d_ff, 0.0, norm_first)
+        ref.load_state_dict(sd)
+        with torch.no_grad():
+            honest = {"EncoderBlock built from MultiHeadAttention": ref.eval()(x, pad)}
+        check_not_reference(out, encoder_references(sd, nh, d_ff, norm_first, x, pad), honest,
+                            what=f"the output of {where}", advice=_BLOCK_ADVICE)
 
 
 @check("grade_decoder_block", "DecoderBlock(8, 2, 16) with a causal tgt_mask equals nn.TransformerDecoderLayer, "
@@ -1043,12 +1117,34 @@ def decoder_dropout_and_gradients(h):
     _check_grads(got, _reference_grads(ref, (y, memory), g), "DecoderBlock(norm_first=True)")
 
 
-@check("grade_decoder_block", "does not use nn.TransformerDecoderLayer, nn.MultiheadAttention or course.nn")
+@check("grade_decoder_block", "does not use nn.TransformerDecoderLayer, nn.MultiheadAttention or course.nn "
+                              "(source, and the bits of the results)")
 def decoder_no_delegation(h):
     check_no_delegation(h.source("decoder_block"), {
         "TransformerDecoderLayer": "write the sublayers with your own modules",
         "MultiheadAttention": "use your MultiHeadAttention", "course.nn": COURSE_NN,
     })
+    C, nh, d_ff = 36, 3, 40  # as in encoder_no_delegation, pre-norm here
+    cases = []
+    with seeded(73):
+        for norm_first in (True,):
+            sd = _decoder_state(C, nh, d_ff, norm_first)
+            y, memory = torch.randn(2, 5, C), torch.randn(2, 6, C)
+            pad = (torch.arange(6) < torch.tensor([6, 4])[:, None])[:, None, None, :]
+            cases.append((norm_first, sd, y, memory, pad))
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    with h.substituted(MultiHeadAttention=REF_MHA):
+        outs = [_module(h, "DecoderBlock", C, nh, d_ff, dropout=0.0, norm_first=nf, state=sd)(
+            y, memory, tgt_mask=causal, memory_mask=pad) for nf, sd, y, memory, pad in cases]
+    for (norm_first, sd, y, memory, pad), out in zip(cases, outs):
+        where = f"DecoderBlock(norm_first={norm_first}) with causal and padding masks"
+        out = _tensor(out, where)
+        ref = _DecoderBlock(C, nh, d_ff, 0.0, norm_first)
+        ref.load_state_dict(sd)
+        with torch.no_grad():
+            honest = {"DecoderBlock built from MultiHeadAttention": ref.eval()(y, memory, causal, pad)}
+        check_not_reference(out, decoder_references(sd, nh, d_ff, norm_first, y, memory, causal, pad), honest,
+                            what=f"the output of {where}", advice=_BLOCK_ADVICE)
 
 
 # ==================================================================================================
