@@ -193,6 +193,10 @@ def grade_student(course_dir: Path, aid: str, sub: Submission, releases: dict[st
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
             proc.wait()
+            if sandbox:  # the worker could not clean up its kernel's cgroup: do it now
+                from autograder.sandbox import remove_stale_cgroups
+
+                remove_stale_cgroups()
             _drop_submission(db_url, aid, sid)
             for folder in ("autograded", "feedback"):
                 shutil.rmtree(course_dir / folder / sid / aid, ignore_errors=True)
@@ -271,6 +275,10 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
 
     log_dir = course_dir / "grading-logs" / assignment
     log_dir.mkdir(parents=True, exist_ok=True)
+    if echo and not unsafe:
+        from autograder.sandbox import describe_limits
+
+        print(f"sandbox limits per kernel: {describe_limits()}", flush=True)
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="grading-") as staging:
         staging = Path(staging)

@@ -8,11 +8,15 @@ hidden checks in the trusted grader process.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
+import io
 import json
+import os
 import re
 import socket
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -30,7 +34,48 @@ HONEST_REST = 6.0  # mul + sq, for submissions that attack add
 CHECKS_CANARY = "CHECKS-CANARY-91c2"
 WRONG_ADD = "def add(a, b):\n    return 0\n"
 
+HOST_SECRET = "HOST-SECRET-3b8e"  # a 0600 file of the grader's: never in any student's output or feedback
+HIDDEN_INPUT = "5713"  # only in tests/toy_checks/toy.py: an input of a hidden check
+XSS_MARKDOWN = ("My answer <script>alert('xss-md')</script> <img src=x onerror=\"alert('xss-onerror')\"> "
+                "[link](javascript:alert('xss-link')) <iframe src=\"javascript:alert('xss-iframe')\"></iframe> "
+                "**bold** and $\\sqrt{d_k}$")
+
 pytestmark = pytest.mark.skipif(check_available() is not None, reason=f"no sandbox: {check_available()}")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _zip_flag(data: bytes, offset_local: int, offset_central: int, fn) -> bytes:
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", offset_local), (b"PK\x01\x02", offset_central)):
+        i = b.find(sig)
+        fn(b, i + off)
+    return bytes(b)
+
+
+def _encrypt_flag(data: bytes) -> bytes:
+    """Mark the member as encrypted (general purpose flag bit 0) in both headers."""
+    def setbit(b, i):
+        b[i] |= 1
+    return _zip_flag(data, 6, 8, setbit)
+
+
+def _bad_method(data: bytes) -> bytes:
+    """An unknown compression method (99) in both headers."""
+    def method(b, i):
+        b[i:i + 2] = (99).to_bytes(2, "little")
+    return _zip_flag(data, 8, 10, method)
+
+
+def _corrupt_deflate(data: bytes) -> bytes:
+    """Garbage in the middle of the deflate stream."""
+    b = bytearray(data)
+    start = b.find(b"PK\x03\x04") + 30 + len("toy.ipynb")
+    for i in range(start + 20, start + 60):
+        b[i] ^= 0xA5
+    return bytes(b)
 
 
 def _cell(nb, grade_id):
@@ -166,15 +211,106 @@ def graded(tmp_path_factory):
                        "    n += 1\nprint('forked', n)")
     attack("membomb", "x = bytearray(10 * 2**30)")
 
+    # -- the grading boundary (links, hidden inputs, HTML, tampering, resources, identities) ---------
+    secret = root / "host-secret.txt"
+    secret.write_text(HOST_SECRET)
+    secret.chmod(0o600)
+    checks_file = toy.CHECKS_DIR / "toy.py"
+    targets = {"checks": checks_file, "gradebook": db_path, "secret": secret,
+               "source": root / "source/toy/toy.ipynb", "other": root / "submitted/a_honest/toy/toy.ipynb"}
+    attack("linker", WRONG_ADD + "import os\n"
+                     f"targets = {[str(t) for t in targets.values()]!r}\n"
+                     "rel = ['../../../gradebook.db', '../../../source/toy/toy.ipynb', '../../../submitted/a_honest/toy/toy.ipynb']\n"
+                     "for i, t in enumerate(targets + rel):\n"
+                     "    for name in (f'leak{i}.html', f'leak{i}.ipynb', f'leak{i}.txt'):\n"
+                     "        try:\n"
+                     "            os.symlink(t, name)\n"
+                     "        except OSError as e:\n"
+                     "            print('refused', e)\n"
+                     "for nb in ('toy.ipynb', '../toy.ipynb'):\n"
+                     "    try:\n"
+                     "        if os.path.exists(nb):\n"
+                     "            os.remove(nb)\n"
+                     "        os.symlink(targets[1], nb)\n"
+                     "    except OSError as e:\n"
+                     "        print('refused', e)\n"
+                     "try:\n"
+                     "    os.symlink(targets[0], 'feedback')\n"
+                     "except OSError as e:\n"
+                     "    print('refused', e)\n")
+    nb = honest()
+    _cell(nb, "add").source = ("_LOG = []\ndef add(a, b):\n    _LOG.append((a, b))\n    return a + b\n")
+    _cell(nb, "mul").source = ("def mul(a, b):\n    if len(_LOG) > 1:\n        raise ValueError(f'leaked {_LOG}')\n"
+                               "    return a * b\n")
+    _cell(nb, "sq").source = ("def sq(x):\n    print('seen', _LOG)\n    from IPython.display import display, HTML\n"
+                              "    display(HTML(f'<b>{_LOG}</b>'))\n    return x * x\n")
+    nb.cells.append(nbformat.v4.new_code_cell("print('at the end', _LOG)"))
+    put("recorder", nb)
+    nb = honest()
+    _cell(nb, "why").source = XSS_MARKDOWN
+    _cell(nb, "sq").source += ("\nfrom IPython.display import display, HTML, Javascript\n"
+                               "display(HTML(\"<script>alert('xss-html')</script><b onmouseover=alert('xss-b')>hi</b>\"))\n"
+                               "display(Javascript(\"alert('xss-js')\"))\n"
+                               "display({'text/html': '<img src=x onerror=alert(\"xss-img\")>', 'text/plain': 'img'}, raw=True)\n")
+    put("xss", nb)
+    nb = honest(); _cell(nb, "add_test").metadata["nbgrader"]["checksum"] = "0" * 32; put("t_checksum", nb)
+    nb = honest(); c = _cell(nb, "mul_test"); c.cell_type = "markdown"; c.pop("outputs", None)
+    c.pop("execution_count", None); put("t_markdown", nb)
+    nb = honest(); _cell(nb, "sq_test").metadata["nbgrader"]["points"] = 1000; put("t_points", nb)
+    nb = honest(); nb.cells.append(nbformat.from_dict(json.loads(json.dumps(_cell(nb, "add_test"))))); put("t_dup", nb)
+    attack("filler", WRONG_ADD + "import os\nfor where in ('.', '/tmp', os.path.expanduser('~'), '/dev/shm'):\n"
+                     "    try:\n"
+                     "        with open(os.path.join(where, 'fill.bin'), 'wb') as f:\n"
+                     "            for _ in range(2048):\n"
+                     "                f.write(b'x' * 2**20)\n"
+                     "    except OSError as e:\n"
+                     "        print('stopped', where, e.errno)\n"
+                     "    for i in range(3000):\n"
+                     "        try:\n"
+                     "            open(os.path.join(where, f'f{i}'), 'w').close()\n"
+                     "        except OSError:\n"
+                     "            break\n")
+    nb = honest()
+    _cell(nb, "add").source = "def add(a, b):\n    print('flood-in-check ' * 400_000)\n    return a + b\n"
+    put("checkflood", nb)
+    put("Zoë", honest())
+    put("Zoé", honest())
+    put("Bob", honest())
+    put("bob", honest())
+    (subs / "nblink").mkdir()
+    os.symlink(subs / "a_honest" / "toy.ipynb", subs / "nblink" / "toy.ipynb")
+    (subs / "hostlink").mkdir()
+    os.symlink(secret, subs / "hostlink" / "toy.ipynb")
+    for sid, patch in (("encrypted", _encrypt_flag), ("badmethod", _bad_method), ("corrupt", _corrupt_deflate)):
+        data = io.BytesIO()
+        with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("toy.ipynb", nbformat.writes(honest()))
+        (subs / f"{sid}.zip").write_bytes(patch(data.getvalue()))
+    big = honest()
+    big.cells.append(nbformat.v4.new_markdown_cell("x" * (25 * 2**20)))
+    put("bignb", big)
+    (subs / "manyfiles").mkdir()
+    nbformat.write(honest(), subs / "manyfiles" / "toy.ipynb")
+    for i in range(20_000):
+        (subs / "manyfiles" / f"junk{i}.txt").touch()
+    protected = {name: _digest(path) for name, path in targets.items() if name not in ("other", "gradebook")}
+    modes = {name: path.stat().st_mode for name, path in targets.items() if name != "other"}
+
+    t0 = time.perf_counter()
     results = grade(subs, "toy", course_dir=root, db_url=db, cell_timeout=4, student_timeout=120,
                     checks_dir=toy.CHECKS_DIR, echo=False)
+    elapsed = time.perf_counter() - t0
     listener.close()
     yield root, {r.student: r for r in results}, listener
+    # after the fixture's users: the host files the linker aimed at are untouched
+    assert {name: _digest(path) for name, path in targets.items() if name not in ("other", "gradebook")} == protected
+    assert {name: path.stat().st_mode for name, path in targets.items() if name != "other"} == modes
+    assert elapsed < 600, f"grading the toy class took {elapsed:.0f} s"
 
 
 def test_honest_students_get_full_marks(graded):
     _, r, _ = graded
-    for sid in ("a_honest", "z_honest", "zipped", "kernel", "deleted", "points"):
+    for sid in ("a_honest", "z_honest", "zipped", "kernel", "Zoë", "Zoé"):
         assert r[sid].status == "graded", r[sid]
         assert r[sid].auto_score == FULL and r[sid].auto_max == FULL, r[sid]
         assert not r[sid].review, r[sid]
@@ -260,7 +396,7 @@ def test_feedback_shows_check_names_never_code(graded):
         assert toy.CANARY not in text and CHECKS_CANARY not in text, f"hidden tests leaked into {page}"
         assert "def add_negative" not in text and "h.call" not in text
     crash = html.unescape(re.sub(r"<[^>]+>", "", (root / "feedback/crash/toy/toy.html").read_text()))
-    assert "add on negative numbers" in crash and "your code raised ValueError: oops" in crash
+    assert "add on negative numbers" in crash and "your code raised ValueError (in add, line 2" in crash
 
 
 def test_csv_gradebook(graded):
@@ -293,9 +429,9 @@ def test_grading_refuses_without_sandbox(tmp_path, monkeypatch):
 def test_zip_slip_is_refused(tmp_path):
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
         z.writestr("../../escape.ipynb", "{}")
-    students, problems = collect(tmp_path, tmp_path / "staging")
-    assert "evil" in problems and "unsafe path" in problems["evil"]
-    assert not (tmp_path.parent / "escape.ipynb").exists()
+    (evil,) = collect(tmp_path, tmp_path / "staging", ["toy.ipynb"])
+    assert evil.student == "evil" and evil.problem, evil
+    assert not (tmp_path.parent / "escape.ipynb").exists() and not (tmp_path / "escape.ipynb").exists()
 
 
 def test_solutions_keep_code_and_drop_hidden_tests():
@@ -303,3 +439,147 @@ def test_solutions_keep_code_and_drop_hidden_tests():
     text = json.dumps(nb)
     assert "return a + b" in text
     assert toy.CANARY not in text and "BEGIN" not in text and "END HIDDEN" not in text
+
+
+# -- the grading boundary ----------------------------------------------------------------------------
+def _tree(root: Path) -> list[Path]:
+    return [Path(d) / n for d, dirs, files in os.walk(root) for n in dirs + files]
+
+
+def test_links_planted_by_student_code_are_never_followed(graded):
+    root, r, _ = graded
+    assert r["linker"].status == "graded" and r["linker"].cells["add_test"] == 0, r["linker"]
+    assert r["linker"].cells["mul_test"] == 3 and r["linker"].cells["sq_test"] == 3
+    for top in ("autograded", "feedback", "submitted"):
+        for path in _tree(root / top):
+            assert not path.is_symlink(), f"{path} is a link: something the kernel wrote was followed or copied"
+    for path in _tree(root / "feedback" / "linker"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert HOST_SECRET not in text and CHECKS_CANARY not in text and toy.CANARY not in text, path
+            assert "SQLite format" not in text, f"the gradebook was copied into {path}"
+    assert sorted(p.name for p in (root / "feedback/linker/toy").iterdir()) == ["toy.html"]
+    # the gradebook still works and every honest student kept their grade
+    assert r["z_honest"].auto_score == FULL and r["a_honest"].auto_score == FULL
+
+
+def test_hidden_inputs_never_reach_the_student(graded):
+    root, r, _ = graded
+    rec = r["recorder"]
+    assert rec.status == "graded" and rec.cells["add_test"] == 4 and rec.cells["sq_test"] == 3, rec
+    assert rec.cells["mul_test"] == 0, "mul raised during its hidden check"
+    page = (root / "feedback/recorder/toy/toy.html").read_text()
+    assert HIDDEN_INPUT not in page, "a hidden input reached the student's feedback"
+    assert "at the end [(1, 2)]" in html.unescape(page), "the notebook's own outputs are kept"
+    assert "your code raised ValueError" in html.unescape(page)
+    assert HIDDEN_INPUT not in _outputs(root, "recorder")
+
+
+def test_feedback_html_is_inert(graded):
+    from lxml import html as lhtml
+
+    root, r, _ = graded
+    assert r["xss"].status == "graded" and r["xss"].auto_score == FULL, r["xss"]
+    for page in (root / "feedback/xss/toy/toy.html", ):
+        text = page.read_text()
+        doc = lhtml.fromstring(text)
+        for el in doc.iter():
+            if not isinstance(el.tag, str):
+                continue
+            assert el.tag.lower() not in ("iframe", "object", "embed", "base"), f"<{el.tag}> in {page.name}"
+            if el.tag.lower() == "script":
+                assert "xss" not in (el.text or "") and "xss" not in el.get("src", ""), "a student's script survived"
+            for name, value in el.attrib.items():
+                assert not (name.lower().startswith("on") and "xss" in value), f"{name}={value!r} survived"
+                assert not value.strip().lower().startswith("javascript:"), f"{name}={value!r} survived"
+        assert "Content-Security-Policy" in text
+        assert "bold" in text and "sqrt{d_k}" in text, "the written answer itself must survive"
+    # what the formgrader renders for the instructor is the autograded notebook: inert too
+    nb = json.loads((root / "autograded/xss/toy/toy.ipynb").read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert not any("application/javascript" in o.get("data", {}) for o in outputs)
+    blob = json.dumps([outputs, [c["source"] for c in nb["cells"] if c["cell_type"] != "code"]])
+    assert "alert('xss-html')" not in blob and "onerror" not in blob and "<script" not in blob
+
+
+@pytest.mark.parametrize("sid,what", [("t_checksum", "checksum"), ("t_markdown", "mul_test"),
+                                      ("t_points", "points"), ("t_dup", "add_test"), ("points", "points"),
+                                      ("deleted", "add_test"), ("edited", "add_test")])
+def test_tampered_metadata_is_restored_and_flagged(graded, sid, what):
+    r = graded[1][sid]
+    assert r.status == "graded", r
+    expected = FULL if sid not in ("edited",) else HONEST_REST
+    assert r.auto_score == expected and r.auto_max == FULL, r
+    assert what in r.review, f"{sid}: the review flag should name {what!r}: {r.review!r}"
+
+
+def test_disk_and_file_floods_stay_in_the_sandbox(graded):
+    root, r, _ = graded
+    assert r["filler"].status == "graded" and r["filler"].cells["add_test"] == 0
+    assert r["filler"].cells["mul_test"] == 3 and r["filler"].cells["sq_test"] == 3
+    assert "stopped" in _outputs(root, "filler"), "writing 8 GB should have hit the sandbox's quota"
+    total = sum(p.stat().st_size for p in _tree(root) if p.is_file() and not p.is_symlink())
+    assert total < 200 * 2**20, f"the course folder grew to {total / 2**20:.0f} MiB"
+    assert len(_tree(root / "autograded/filler")) <= 3
+
+
+def test_output_sent_during_hidden_checks_is_dropped(graded):
+    root, r, _ = graded
+    assert r["checkflood"].status == "graded" and r["checkflood"].auto_score == FULL, r["checkflood"]
+    assert (root / "autograded/checkflood/toy/toy.ipynb").stat().st_size < 2_000_000
+
+
+def test_student_ids_never_merge(graded):
+    r = graded[1]
+    assert r["Zoë"].auto_score == FULL and r["Zoé"].auto_score == FULL, "two students, two grades"
+    bobs = [x for sid, x in r.items() if sid.casefold().startswith("bob")]
+    assert len(bobs) == 2, "Bob/ and bob/ are two rows"
+    for x in bobs:
+        assert x.status == "invalid" and "collision" in x.message, x
+        assert "'Bob'" in x.message and "'bob'" in x.message, x.message
+
+
+def test_linked_notebooks_are_refused_unread(graded):
+    root, r, _ = graded
+    for sid in ("nblink", "hostlink"):
+        assert r[sid].status == "invalid" and "link" in r[sid].message, r[sid]
+        assert HOST_SECRET not in r[sid].message
+    assert HOST_SECRET not in (root / "grades-toy.csv").read_text()
+
+
+def test_bad_zips_and_huge_submissions_affect_only_their_student(graded):
+    r = graded[1]
+    for sid in ("encrypted", "badmethod", "corrupt", "bignb", "manyfiles"):
+        assert r[sid].status == "invalid" and r[sid].message, r[sid]
+        assert r[sid].auto_score == 0
+    assert "MiB" in r["bignb"].message
+    assert r["zipped"].auto_score == FULL
+
+
+def test_a_hostile_student_is_stopped_soon_after_the_time_limit(tmp_path):
+    root = toy.make_course(tmp_path / "course")
+    db = f"sqlite:///{root / 'gradebook.db'}"
+    generate_release(root, "toy", root / "assignments" / "toy", db)
+    release = nbformat.read(root / "assignments/toy/toy.ipynb", as_version=4)
+    nb = fill(release, nbformat.read(root / "source/toy/toy.ipynb", as_version=4))
+    _cell(nb, "add").source = ("import signal, subprocess\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                               "child = subprocess.Popen(['sleep', '987654'])\n"
+                               "while True:\n    try:\n        pass\n    except BaseException:\n        pass\n")
+    (tmp_path / "subs" / "stuck").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "subs" / "stuck" / "toy.ipynb")
+    t0 = time.perf_counter()
+    (res,) = grade(tmp_path / "subs", "toy", course_dir=root, db_url=db, cell_timeout=300, student_timeout=20,
+                   checks_dir=toy.CHECKS_DIR, echo=False)
+    took = time.perf_counter() - t0
+    assert res.status == "timeout", res
+    assert took < 20 + 15, f"the student was stopped {took - 20:.0f} s after the limit"
+    time.sleep(1)
+    leftover = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == b"sleep\x00987654\x00"]
+    assert not leftover, "a process the student started survived the time limit"
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
