@@ -14,8 +14,12 @@ JOBS   ?= 2
 JUPYTER_CONFIG := $(patsubst jupyter-config/%,$(VENV)/%,$(shell find jupyter-config -type f))
 # extra arguments of `make lab`, e.g. LAB_ARGS="--no-browser --port=8890"
 LAB_ARGS ?=
+# where `make student-copy` writes the class repository (build/ is not tracked), and its options,
+# e.g. STUDENT_COPY_ARGS="--zip" or STUDENT_COPY_ARGS="--closed 02_transformer_blocks"
+STUDENT_COPY ?= build/student-copy
+STUDENT_COPY_ARGS ?=
 
-.PHONY: setup demo test release release-check bench lab clean
+.PHONY: setup demo test release release-check student-copy bench lab clean
 
 setup: $(STAMP) $(JUPYTER_CONFIG)
 
@@ -44,6 +48,11 @@ release: $(STAMP)
 
 release-check: $(STAMP)
 	$(BIN)/python -m autograder release --check
+
+## what the class receives (autograder/classroom.py says what is withheld): the release, `course` without
+## the answers of open assignments, the student README and environment; replaces $(STUDENT_COPY)
+student-copy: $(STAMP)
+	$(BIN)/python -m autograder student-copy $(STUDENT_COPY) --force $(STUDENT_COPY_ARGS)
 
 ## full profile on a GPU: writes benchmarks/results.json and the README table
 bench: $(STAMP)

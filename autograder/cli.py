@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder {release,grade,export,demo}``."""
+"""Command line: ``python -m autograder {release,grade,export,demo,student-copy}``."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="release, grade three sample students, print the gradebook")
     p.add_argument("--out", type=Path, default=None, help="scratch course directory (default: .demo/)")
 
+    p = sub.add_parser("student-copy", help="build what the class receives (the class repository): the release, the "
+                                           "course package without the answers of open assignments, the environment")
+    p.add_argument("out", type=Path, help="folder to write (with --zip: the zip file)")
+    p.add_argument("--zip", action="store_true", help="write a zip holding one folder instead of a folder")
+    p.add_argument("--closed", nargs="+", default=[], metavar="ASSIGNMENT",
+                   help="also ship the references that answer these assignments (besides CLOSED in "
+                        "autograder/classroom.py)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
     a = ap.parse_args(argv)
     if a.cmd == "release":
         from autograder import release
@@ -64,6 +73,16 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.export import export
 
         return export(a.assignment, course_dir=a.course_dir, db_url=a.db_url, csv_path=a.csv)
+    if a.cmd == "student-copy":
+        from autograder.student_copy import StudentCopyError, build
+
+        try:
+            report = build(a.out, closed=a.closed, make_zip=a.zip, force=a.force)
+        except StudentCopyError as e:
+            print(f"student-copy failed: {e}", file=sys.stderr)
+            return 1
+        print(report.summary())
+        return 0
     if a.cmd == "demo":
         from autograder.demo import run
 

@@ -7,16 +7,23 @@ for publication after the deadline.
 
 ``check()`` rebuilds both into a temporary folder and compares them with the committed
 ones, so CI fails when someone edits ``source/`` and forgets to release.
+
+Both carry the class's package URL (``PACKAGE_URL`` in :mod:`autograder.classroom`) in each
+notebook's install cell (the line ``COURSE_PACKAGE_URL = ...``, which installs ``course``
+where it is missing, e.g. on Colab): the release, the gradebook and the student copy hold
+the same locked cell, so a submitted notebook matches what grading regenerates.
 """
 from __future__ import annotations
 
 import filecmp
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import nbformat
 
+from autograder import classroom
 from autograder import config as cfg
 from autograder.nbgrader_api import make_api
 
@@ -113,6 +120,35 @@ def strip_for_solutions(nb: nbformat.NotebookNode, name: str = "notebook") -> nb
     return nb
 
 
+#: The line of a notebook's install cell (its first code cell) that says where ``course`` is installed from.
+INSTALL_LINE = re.compile(r"^COURSE_PACKAGE_URL = .*$", re.M)
+
+
+def install_line(url: str | None) -> str:
+    """The install line naming ``url`` (None: the notebook asks students to install ``course`` themselves)."""
+    value = "None" if url is None else '"' + url.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"COURSE_PACKAGE_URL = {value}  # pip URL of the class repository"
+
+
+def with_package_url(nb: nbformat.NotebookNode, url: str | None) -> nbformat.NotebookNode:
+    """A copy of ``nb`` whose install line names ``url``; a notebook without one is returned unchanged."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and INSTALL_LINE.search(cell.source):
+            cell.source = INSTALL_LINE.sub(lambda _: install_line(url), cell.source)
+    return nb
+
+
+def _copy_source(course_dir: Path, aid: str, dest: Path) -> None:
+    """``source/<aid>`` copied to ``dest``, each notebook with the class's package URL written in."""
+    shutil.copytree(Path(course_dir) / cfg.SOURCE / aid, dest,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for f in sorted(dest.rglob("*.ipynb")):
+        nb = nbformat.read(f, as_version=4)
+        if any(c.cell_type == "code" and INSTALL_LINE.search(c.source) for c in nb.cells):
+            nbformat.write(with_package_url(nb, classroom.PACKAGE_URL), f)
+
+
 def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str) -> None:
     """Run nbgrader's ``generate_assignment`` for ``aid``: record it in the gradebook at
     ``db_url`` (grade cells, checksums, locked sources) and write the student version to
@@ -121,7 +157,7 @@ def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str)
     check_markers(course_dir, [aid])  # before nbgrader sees the notebooks
     work = Path(tempfile.mkdtemp(prefix="release-"))
     try:
-        (work / cfg.SOURCE).symlink_to(course_dir / cfg.SOURCE)
+        _copy_source(course_dir, aid, work / cfg.SOURCE / aid)
         api = make_api(work, db_url=db_url)
         result = api.generate_assignment(aid, force=True, create=True)
         if not result.get("success"):
@@ -145,7 +181,8 @@ def write_solutions(course_dir: Path, aid: str, out: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if f.suffix == ".ipynb":
             name = f"{cfg.SOURCE}/{aid}/{f.relative_to(src)}"
-            nbformat.write(strip_for_solutions(nbformat.read(f, as_version=4), name), dest)
+            nb = with_package_url(nbformat.read(f, as_version=4), classroom.PACKAGE_URL)
+            nbformat.write(strip_for_solutions(nb, name), dest)
         else:
             shutil.copy2(f, dest)
 

@@ -1,0 +1,52 @@
+"""What the class receives: the one declaration ``python -m autograder student-copy`` builds from.
+
+Edit this file, not the builder (:mod:`autograder.student_copy`):
+
+- :data:`REFERENCES` says, for every public definition of the reference modules of ``course``,
+  which assignment it answers. While that assignment is open the student copy leaves the
+  definition out of its ``course`` package; ``None`` means it answers none and always ships.
+  A new reference block must be listed here (the build refuses an unlisted one).
+- :data:`CLOSED` lists the assignments whose deadline has passed: their references ship.
+  ``--closed AID`` on the command line adds to it for one build.
+- :data:`PACKAGE_URL` is what the first cell of every notebook ``pip install``s where the
+  ``course`` package is missing (Colab): the class repository.
+
+The grader never reads this file: it always grades with the full ``course`` of this repository.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+A02 = "02_transformer_blocks"
+
+
+@dataclass(frozen=True)
+class Reference:
+    module: str  # dotted module of the course package, e.g. "course.nn"
+    name: str  # a top-level function or class of that module
+    answers: str | None  # the assignment (folder of source/) one of whose exercises it answers; None: answers none
+    why: str = ""  # one line for the reader: which exercise, or why it ships
+
+
+#: Modules of ``course`` whose every public top-level definition must be listed in REFERENCES.
+REFERENCE_MODULES: tuple[str, ...] = ("course.nn",)
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("course.nn", "fingerprint", None, "the graders' marker on course.nn's results, no exercise"),
+    Reference("course.nn", "scaled_dot_product_attention", A02, "part 1"),
+    Reference("course.nn", "MultiHeadAttention", A02, "part 2"),
+    Reference("course.nn", "sinusoidal_positional_encoding", A02, "part 3"),
+    Reference("course.nn", "causal_mask", A02, "part 5"),
+    Reference("course.nn", "MLP", A02, "part 6: the feed-forward sublayer of the blocks"),
+    Reference("course.nn", "BlockConfig", A02, "part 6: the configuration of TransformerBlock, useless without it"),
+    Reference("course.nn", "TransformerBlock", A02, "part 6: the encoder block"),
+)
+
+#: Assignments whose deadline has passed: the references that answer them reach the class.
+CLOSED: tuple[str, ...] = ()
+
+#: pip requirement of the class repository, installed by each notebook's first cell where ``course`` is
+#: missing, e.g. "git+https://github.com/ORG/CLASS-REPO" (a public repository) or the URL of a zip of the
+#: student copy ("https://github.com/ORG/CLASS-REPO/archive/refs/heads/main.zip"). None: the notebooks
+#: ask students to install the package themselves. ``--package-url`` overrides it for one build.
+PACKAGE_URL: str | None = None
