@@ -115,7 +115,7 @@ _MAX_NOTES = 6
 
 #: Sanitiser notes (:mod:`autograder.sanitize`) that mean active content, not just an SVG plot
 #: or a remote image: they flag the student for review.
-_ACTIVE = ("script", "javascript", "attribute", "frame", "object", "embed", "meta", "base", "form", "widget")
+_ACTIVE = ("script", "javascript", "attribute", "frame", "object", "embed", "meta", "base", "form")
 
 
 def _sanitized_notes(folder: Path, names) -> list[str]:

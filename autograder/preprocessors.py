@@ -58,6 +58,9 @@ class RobustExecute(Execute):
     """
 
     max_output_chars = Integer(100_000, help="Characters of output kept per cell.").tag(config=True)
+    max_total_output_chars = Integer(
+        5_000_000, help="Characters of output kept in the whole notebook (updates of earlier displays "
+                        "included); past it, later output is dropped.").tag(config=True)
     max_restarts = Integer(3, help="Kernel restarts allowed per notebook before giving up.").tag(config=True)
     trusted = Bool(True, help="Run the hidden checks of autograder/checks/ in this process.").tag(config=True)
     checks_dir = Unicode("", help="Folder of <assignment>.py check files (default autograder/checks).").tag(config=True)
@@ -88,12 +91,14 @@ class RobustExecute(Execute):
             size = 0
         used = self._chars.get(cell_index, 0)
         self._chars[cell_index] = used + size
-        if used + size > self.max_output_chars:
+        self._total += size
+        if used + size > self.max_output_chars or self._total > self.max_total_output_chars:
             if cell_index not in self._truncated:
                 self._truncated.add(cell_index)
                 outs.append(NotebookNode(
                     output_type="stream", name="stdout",
-                    text=f"\n[autograder] output of this cell truncated after {self.max_output_chars} characters\n"))
+                    text=f"\n[autograder] output of this cell truncated: more than {self.max_output_chars} "
+                         f"characters in the cell or {self.max_total_output_chars} in the notebook\n"))
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -101,8 +106,20 @@ class RobustExecute(Execute):
         # an update of an earlier output: never during a check or a replay, and capped
         content = msg.get("content", {})
         size = sum(len(str(v)) for v in content.get("data", {}).values())
-        if not self._aside and size <= self.max_output_chars:
+        if self._aside or size > self.max_output_chars:
+            return
+        # every output it rewrites counts against the notebook's budget
+        copies = sum(len(ix) for ix in self._display_id_map.get(display_id, {}).values())
+        self._total += size * copies
+        if self._total <= self.max_total_output_chars:
             super()._update_display_id(display_id, msg)
+
+    def process_message(self, msg: dict, cell: NotebookNode, cell_index: int):
+        content = msg.get("content")
+        if isinstance(content, dict) and "execution_count" in content \
+                and not (type(content["execution_count"]) is int or content["execution_count"] is None):
+            content["execution_count"] = None  # a kernel may send anything; nbformat wants an int
+        return super().process_message(msg, cell, cell_index)
 
     def handle_comm_msg(self, outs: list, msg: dict, cell_index: int) -> None:
         """Widget messages are ignored: nothing renders them while grading, and their state
@@ -119,6 +136,7 @@ class RobustExecute(Execute):
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
         self._chars: dict[int, int] = {}
+        self._total = 0
         self._truncated: set[int] = set()
         self._aside = ""
         self._replied = False

@@ -53,8 +53,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import Float, Instance
+from traitlets import DottedObjectName, Float, Instance, Type
 
 SANDBOX_UID = 65534  # nobody: the default
 _UID_BASE, _UID_SPAN = 200_000, 60_000  # per-kernel uids, so process limits never add up
@@ -685,6 +688,30 @@ def _private_root() -> str:
     return tempfile.gettempdir()
 
 
+#: Largest single message frame the grader accepts from a sandboxed kernel: a larger one is
+#: dropped by ZeroMQ before it is read into memory (the grading agent's replies are at most
+#: ~86 MB, see autograder.wire.MAX_BYTES; no notebook output needs more).
+MAX_MESSAGE_BYTES = 128 * 2**20
+
+
+class _LimitedContext(zmq.asyncio.Context):
+    """A ZeroMQ context whose sockets refuse inbound messages over MAX_MESSAGE_BYTES."""
+
+    def socket(self, socket_type, *args, **kwargs):
+        sock = super().socket(socket_type, *args, **kwargs)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        return sock
+
+
+class LimitedKernelClient(AsyncKernelClient):
+    """The grader's client of a sandboxed kernel: a kernel cannot make the grader hold a
+    gigabyte-sized message in memory (it is dropped unread, see MAX_MESSAGE_BYTES)."""
+
+    def _context_default(self) -> zmq.asyncio.Context:
+        self._created_context = True
+        return _LimitedContext()
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager that starts the kernel sandboxed, talking over ``ipc``.
 
@@ -694,6 +721,8 @@ class SandboxKernelManager(AsyncKernelManager):
     """
 
     limits = Instance(Limits, args=())
+    client_class = DottedObjectName("autograder.sandbox.LimitedKernelClient")
+    client_factory = Type(klass=LimitedKernelClient)
     sandbox_start_timeout = Float(60.0, help="Seconds the sandboxed kernel may take to open its sockets.",
                                   config=True)
 

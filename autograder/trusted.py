@@ -93,12 +93,15 @@ class StudentError(AssertionError):
     """The student's code raised while a check called it.
 
     What the student's kernel reports is untrusted and may carry the hidden inputs (a
-    function can raise them in its message): ``str()`` of this error, which is what the
-    student's feedback shows, keeps only what cannot: the exception's type and the line of
-    the student's own code where it happened, each only if it can be found in the submitted
-    notebook (or is a Python exception), and the message only when it has the shape of one
-    of PyTorch's or Python's own shape/type/key messages (:data:`SAFE_MESSAGES`). The raw
-    fields stay available to checks as ``type_name``, ``message`` and ``where``.
+    function can raise them in its message, in the name of an exception class it makes up,
+    in the line it raises from): ``str()`` of this error, which is what the student's
+    feedback shows, keeps only what cannot carry more than a few words of a fixed
+    vocabulary. The exception's type is shown if it is one of Python's or PyTorch's, or a
+    name of the notebook's locked cells; the function it was raised in, if that is such a
+    name; the message only when it has the shape of one of Python's or PyTorch's
+    shape/type/key messages (:data:`SAFE_MESSAGES`), with every number masked and every
+    word from that vocabulary. Never line numbers or code. The raw fields stay available to
+    checks as ``type_name``, ``message`` and ``where``.
     """
 
     def __init__(self, type_name: str, message: str, where: str, known: "_SourceIndex | None" = None):
@@ -112,8 +115,8 @@ class StudentError(AssertionError):
         place = known.where(where)
         if place:
             text += f" ({place})"
-        if not msg and message.strip() and not message.startswith("name '"):
-            text += " [its message is not shown: hidden inputs stay hidden; the visible checks show it]"
+        if not msg and message.strip():
+            text += " [its message is not shown while hidden checks run: the visible checks show it]"
         super().__init__(text)
 
 
@@ -139,8 +142,8 @@ SAFE_MESSAGES = [re.compile(p) for p in (
 
 def safe_message(message: str, known: "_SourceIndex | None" = None) -> str:
     """The lines of ``message`` that are one of :data:`SAFE_MESSAGES` in full and whose words
-    are all names of the submission, of Python or of torch (numbers of five digits or more
-    are masked), joined; "" when none is."""
+    are all in the fixed vocabulary (:meth:`_SourceIndex.is_word`), with every number
+    masked, joined; "" when none is."""
     known = known or _SourceIndex("")
     keep = []
     for line in str(message).strip().splitlines()[:20]:
@@ -150,7 +153,7 @@ def safe_message(message: str, known: "_SourceIndex | None" = None) -> str:
         if not line or len(line) > 400 or not any(p.fullmatch(line) for p in SAFE_MESSAGES):
             continue
         if all(known.is_word(w) for w in re.findall(r"[A-Za-z_]\w*", line)):
-            keep.append(re.sub(r"\d{5,}", "N", line))
+            keep.append(re.sub(r"\b\d+\b", "N", line))
     return "; ".join(keep)[:600]
 
 
@@ -159,14 +162,13 @@ def _template_words() -> set[str]:
 
 
 class _SourceIndex:
-    """Identifiers and lines of the submitted notebook's code: text a kernel reports back is
-    shown to the student only if it was already in their submission (so it cannot carry
-    anything the hidden checks sent)."""
+    """The words a kernel's report may use in a student's feedback: names of the notebook's
+    locked cells (the instructor's text, restored from the release before grading), of
+    Python and of torch. The student can choose among them, not add to them."""
 
     _WHERE = re.compile(r"in ([\w<>]+), line (\d+): (.*)", re.S)
 
     def __init__(self, source: str):
-        self.lines = {ln.strip() for ln in source.splitlines() if ln.strip()}
         self.names = set(re.findall(r"[A-Za-z_]\w*", source))
 
     def is_exception_name(self, name: str) -> bool:
@@ -179,15 +181,9 @@ class _SourceIndex:
             or name in ("OutOfMemoryError", "LinAlgError", "_LinAlgError")
 
     def where(self, where: str) -> str:
+        """"in <function>" when the function is a name of the locked cells; else ""."""
         m = self._WHERE.fullmatch(str(where).strip())
-        if not m:
-            return ""
-        fn, line, code = m.group(1), int(m.group(2)), m.group(3).strip()
-        if fn not in self.names and fn not in ("<module>", "<lambda>", "<listcomp>", "<genexpr>"):
-            return ""
-        if code and code not in self.lines:
-            return f"in {fn}, line {line}"
-        return f"in {fn}, line {line}: {code}" if code else f"in {fn}, line {line}"
+        return f"in {m.group(1)}" if m and m.group(1) in self.names else ""
 
     def is_word(self, word: str) -> bool:
         """A word that may appear in a message shown to the student."""
@@ -291,9 +287,10 @@ class Handle:
 
     @property
     def _known(self) -> _SourceIndex:
-        """What the submission itself contains (text from the kernel is checked against it)."""
+        """The vocabulary of the locked cells (text from the kernel is checked against it)."""
         if self._known_index is None:
-            self._known_index = _SourceIndex("\n".join(c.source for c in self._nb.cells if c.cell_type == "code"))
+            self._known_index = _SourceIndex("\n".join(
+                c.source for c in self._nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("locked")))
         return self._known_index
 
     # -- requests --------------------------------------------------------------------------
@@ -311,8 +308,12 @@ class Handle:
             raise BadAnswer("no answer came back from the notebook (was the grading agent tampered with?)")
         try:
             reply = wire.parse_reply(replies[-1]["data"][agent.MIME])
-        except wire.ProtocolError as e:
-            raise BadAnswer(f"the answer could not be read: {e}") from None
+        except wire.ProtocolError as e:  # details only in the grader's log: the text came from the kernel
+            import logging
+
+            logging.getLogger("autograder.trusted").warning("unreadable reply from the kernel: %s", str(e)[:200])
+            raise BadAnswer("the answer could not be read (malformed reply from the grading agent: "
+                            "was it tampered with?)") from None
         if not reply["ok"]:
             err = reply["error"]
             raise StudentError(err["type"], err["message"], err["where"], self._known)

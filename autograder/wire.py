@@ -105,7 +105,7 @@ def parse_reply(text: Any) -> dict:
         raise ProtocolError("reply too large")
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError, OverflowError):  # JSONDecodeError, too many digits, nesting
         raise ProtocolError("reply is not valid JSON") from None
     if not isinstance(obj, dict) or type(obj.get("ok")) is not bool:
         raise ProtocolError("malformed reply")

@@ -273,6 +273,28 @@ def graded(tmp_path_factory):
     nb = honest()
     _cell(nb, "add").source = "def add(a, b):\n    print('flood-in-check ' * 400_000)\n    return a + b\n"
     put("checkflood", nb)
+    leak_first = "def add(a, b):\n    if (a, b) == (1, 2):\n        return 3\n"
+    attack("leakshape", leak_first + "    raise RuntimeError(f'The size of tensor a ({abs(a)}) must match the size of "
+                                     "tensor b (1) at non-singleton dimension 0')\n")
+    attack("leakline", "open('/tmp/s.py', 'w').write('pass\\n' * 100000)\n" + leak_first
+           + "    exec(compile('\\n' * (abs(a) - 1) + 'raise ValueError(1)', '/tmp/s.py', 'exec'))\n")
+    attack("leakname", "# " + " ".join(f"N{i}" for i in range(6000)) + "\n" + leak_first
+           + "    raise type(f'N{abs(a)}', (Exception,), {})()\n")
+    attack("leakwire", "import IPython.display as _d, json as _j\n_LOG = []\n_orig = _d.publish_display_data\n"
+                       "def add(a, b):\n    _LOG.append((a, b))\n    return 0\n"
+                       "def _pub(data, *args, **kw):\n    m = 'application/x-course-grader+json'\n"
+                       "    if m in data and _LOG:\n"
+                       "        data = {m: _j.dumps({'ok': True, 'value': {'__tensor__': {'dtype': 'L%r' % (_LOG[-1],), "
+                       "'shape': [abs(_LOG[-1][0]), 2], 'data': ''}}})}\n"
+                       "    return _orig(data, *args, **kw)\n_d.publish_display_data = _pub\n")
+    nb = honest()
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from IPython.display import display\nfor i in range(1500):\n"
+        "    display({'text/plain': 'x'}, raw=True, display_id=f'd{i}')"))
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "from IPython.display import update_display\nfor i in range(1500):\n"
+        "    update_display({'text/plain': 'y' * 99000}, raw=True, display_id=f'd{i}')"))
+    put("displayflood", nb)
     put("Zoë", honest())
     put("Zoé", honest())
     put("Bob", honest())
@@ -396,7 +418,8 @@ def test_feedback_shows_check_names_never_code(graded):
         assert toy.CANARY not in text and CHECKS_CANARY not in text, f"hidden tests leaked into {page}"
         assert "def add_negative" not in text and "h.call" not in text
     crash = html.unescape(re.sub(r"<[^>]+>", "", (root / "feedback/crash/toy/toy.html").read_text()))
-    assert "add on negative numbers" in crash and "your code raised ValueError (in add, line 2" in crash
+    assert "add on negative numbers" in crash, crash[-3000:]
+    assert "your code raised ValueError (in add)" in crash, crash[-3000:]
 
 
 def test_csv_gradebook(graded):
@@ -583,3 +606,24 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("sid", ["leakshape", "leakline", "leakname", "leakwire"])
+def test_kernel_text_during_checks_cannot_carry_hidden_inputs(graded, sid):
+    root, r, _ = graded
+    assert r[sid].status == "graded" and r[sid].cells["add_test"] == 0, r[sid]
+    if sid != "leakwire":  # a tampered agent spoils every later reply: its other cells score 0 too
+        assert r[sid].cells["mul_test"] == 3 and r[sid].cells["sq_test"] == 3
+    # the student's own code may contain the number (leakname lists N0..N5999): look at what ran
+    assert HIDDEN_INPUT not in _outputs(root, sid), f"{sid}: a hidden input reached the feedback"
+    assert HIDDEN_INPUT not in r[sid].message + r[sid].review
+    page = html.unescape(re.sub(r"<[^>]+>", "", (root / f"feedback/{sid}/toy/toy.html").read_text()))
+    assert "hidden check" in page and all(HIDDEN_INPUT not in line for line in page.splitlines()
+                                          if "your code raised" in line or "could not be read" in line)
+
+
+def test_updates_of_earlier_displays_count_against_the_output_budget(graded):
+    root, r, _ = graded
+    assert r["displayflood"].status == "graded" and r["displayflood"].auto_score == FULL, r["displayflood"]
+    assert (root / "autograded/displayflood/toy/toy.ipynb").stat().st_size < 12_000_000
+    assert (root / "feedback/displayflood/toy/toy.html").stat().st_size < 20_000_000

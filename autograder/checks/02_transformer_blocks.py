@@ -376,6 +376,8 @@ def _reference_grads(module: nn.Module, inputs: tuple, grad_output: torch.Tensor
 def _check_grads(got, expected, what: str) -> None:
     got_in, got_params = got
     exp_in, exp_params = expected
+    if len(got_in) != len(exp_in):
+        raise AssertionError(f"{what}: {len(got_in)} input gradients came back, expected {len(exp_in)}")
     for i, (g, e) in enumerate(zip(got_in, exp_in)):
         if e is not None:
             check_close(_tensor(g, f"gradient of input {i}"), e, atol=1e-5, rtol=1e-4, name=f"{what}: gradient of input {i}")
