@@ -423,3 +423,18 @@ def test_no_delegation_on_a_class_defined_in_a_notebook_cell():
         assert "CellMHA.forward must not use `F.scaled_dot_product_attention` (line 5)" in msg
     finally:
         del linecache.cache[filename]
+
+
+def test_the_readme_example_message_is_one_the_checks_print():
+    """The student section of the README quotes a check message: it must be a real one."""
+    import math
+    from pathlib import Path
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 8)
+    scores = q @ k.transpose(-2, -1)
+    with pytest.raises(AssertionError) as e:
+        check_close(scores, scores / math.sqrt(8), name="attention scores", dims=("batch", "head", "query", "key"))
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for line in str(e.value).splitlines():
+        assert line in readme, f"README's example message is out of date; the check prints:\n{e.value}"
