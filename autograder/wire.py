@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from autograder import kernel_agent
+
 DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
     "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "int16": torch.int16,
@@ -63,14 +65,7 @@ def _tensor(d: Any) -> torch.Tensor:
     itemsize = torch.empty((), dtype=dtype).element_size()
     if len(raw) != numel * itemsize:
         raise ProtocolError(f"tensor of shape {shape} and dtype {d['dtype']} needs {numel * itemsize} bytes, got {len(raw)}")
-    if numel == 0:
-        return torch.empty(shape, dtype=dtype)
-    buf = bytearray(raw)
-    if dtype is torch.bfloat16:
-        t = torch.frombuffer(buf, dtype=torch.int16).view(torch.bfloat16)
-    else:
-        t = torch.frombuffer(buf, dtype=dtype)
-    return t.reshape(shape).clone()
+    return kernel_agent.tensor_from_bytes(raw, d["dtype"], shape)  # the agent's own decoding
 
 
 def decode(v: Any, depth: int = 0, budget: list[int] | None = None) -> Any:
@@ -120,13 +115,9 @@ def parse_reply(text: Any) -> dict:
 def encode(v: Any) -> Any:
     """Trusted side -> kernel: tensors, numbers, strings, lists, dicts, tuples, object refs."""
     if isinstance(v, torch.Tensor):
-        t = v.detach().cpu().contiguous()
-        name = str(t.dtype).replace("torch.", "")
-        if name not in DTYPES:
-            raise TypeError(f"cannot send a tensor of dtype {t.dtype}")
-        arr = t.view(torch.int16) if t.dtype is torch.bfloat16 else t
-        return {"__tensor__": {"dtype": name, "shape": list(t.shape),
-                               "data": base64.b64encode(arr.numpy().tobytes()).decode("ascii")}}
+        if str(v.dtype).replace("torch.", "") not in DTYPES:
+            raise TypeError(f"cannot send a tensor of dtype {v.dtype}")
+        return {"__tensor__": kernel_agent.tensor_payload(v)}  # the agent's own encoding
     if isinstance(v, ObjectRef):
         return {"__object__": v.oid}
     if hasattr(v, "ref") and isinstance(getattr(v, "ref"), ObjectRef):

@@ -122,3 +122,22 @@ def test_parser_rejects_anything_off_grammar(bad, why):
         return
     with pytest.raises(wire.ProtocolError, match=re.escape(why)):
         wire.parse_reply(bad)
+
+
+def test_the_agent_is_a_standalone_module_sent_as_text():
+    """The kernel cannot import autograder (it is not in the sandbox): the agent module may
+    import only the standard library at its top, and what is sent is exactly its text."""
+    import ast
+
+    from autograder import kernel_agent
+
+    tree = ast.parse(agent.AGENT_SOURCE)
+    assert agent.AGENT_SOURCE == open(kernel_agent.__file__).read()
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name.split(".")[0] for n in top for a in n.names} | {n.module for n in top
+                                                                    if isinstance(n, ast.ImportFrom) and n.module}
+    assert names <= {"__future__", "base64", "json", "sys", "traceback", "importlib"}, names
+    module = types.ModuleType("_agent_under_test")
+    exec(compile(agent.AGENT_SOURCE, "<grader-agent>", "exec"), module.__dict__)
+    x = torch.randn(3, 2).to(torch.bfloat16)
+    assert torch.equal(module.tensor_from_bytes(base64.b64decode(module.tensor_payload(x)["data"]), "bfloat16", [3, 2]), x)

@@ -1,0 +1,232 @@
+"""The grading agent: the kernel-side half of the trusted-grading protocol.
+
+This file is not imported by the kernel: :mod:`autograder.agent` sends its text into the
+student's (sandboxed, untrusted) kernel, where it runs as the module
+``_course_grader_agent`` (the kernel cannot import ``autograder``: it is not in the
+sandbox). It is a real module so that it can be read, linted and tested like any other,
+and so that :mod:`autograder.wire` shares its tensor encoding (:func:`tensor_payload`,
+:func:`tensor_from_bytes`). It must only import the standard library and, lazily, torch.
+
+It looks up the student's functions and classes, calls them with the arguments the
+trusted grader sent, and publishes the results as JSON under a private MIME type. Nothing
+here is trusted: the grader parses the reply strictly and makes every comparison itself.
+The agent holds no test logic; inputs only arrive with each request.
+"""
+import base64 as _b64, json as _json, sys as _sys, traceback as _tb, importlib as _il
+
+MIME = "application/x-course-grader+json"
+OBJECTS = {}
+SAVED = []  # a stack: one frame of replaced names per substitute/forbid, undone by restore
+_MISSING = object()
+
+
+def tensor_from_bytes(raw, dtype_name, shape):
+    """A tensor of ``dtype_name`` and ``shape`` made from little-endian ``raw`` bytes (a copy)."""
+    import torch
+    dt = getattr(torch, dtype_name)
+    buf = bytearray(raw)
+    if not buf:
+        return torch.empty(shape, dtype=dt)
+    if dt is torch.bfloat16:
+        t = torch.frombuffer(buf, dtype=torch.int16).view(torch.bfloat16)
+    else:
+        t = torch.frombuffer(buf, dtype=dt)
+    return t.reshape(shape).clone()
+
+
+def tensor_payload(t):
+    """``{"dtype", "shape", "data"}`` of a tensor: raw little-endian bytes in base64 (the wire format)."""
+    import torch
+    t = torch.Tensor.as_subclass(t.detach(), torch.Tensor).cpu().contiguous()
+    name = str(t.dtype).replace("torch.", "")
+    arr = t.view(torch.int16) if t.dtype is torch.bfloat16 else t
+    return {"dtype": name, "shape": list(t.shape), "data": _b64.b64encode(arr.numpy().tobytes()).decode("ascii")}
+
+
+def _tensor(d):
+    return tensor_from_bytes(_b64.b64decode(d["data"]), d["dtype"], d["shape"])
+
+
+def decode(v):
+    if isinstance(v, dict):
+        if "__tensor__" in v:
+            return _tensor(v["__tensor__"])
+        if "__object__" in v:
+            return OBJECTS[v["__object__"]]
+        if "__tuple__" in v:
+            return tuple(decode(x) for x in v["__tuple__"])
+        return {k: decode(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [decode(x) for x in v]
+    return v
+
+
+def encode(v):
+    torch = _sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(v, torch.Tensor):
+        return {"__tensor__": tensor_payload(v)}
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, (list, tuple)):  # namedtuples too
+        return [encode(x) for x in v]
+    if isinstance(v, dict) and all(type(k) is str for k in v):
+        return {k: encode(x) for k, x in v.items()}
+    oid = len(OBJECTS) + 1
+    OBJECTS[oid] = v
+    return {"__object__": oid, "type": type(v).__name__}
+
+
+SNAPSHOTS = {}
+ENTERED = []
+
+
+def _modes():
+    torch = _sys.modules.get("torch")
+    return (torch.get_default_dtype(), torch.is_grad_enabled()) if torch is not None else None
+
+
+def _set_modes(modes):
+    torch = _sys.modules.get("torch")
+    if torch is not None and modes is not None:
+        torch.set_default_dtype(modes[0])
+        torch.set_grad_enabled(modes[1])
+
+
+def _swap(ns, names):
+    keep = {k: v for k, v in ns.items() if k.startswith("__grader")}  # the running request itself
+    ns.clear()
+    ns.update(names)
+    ns.update(keep)
+
+
+def _where(exc):
+    frames = [f for f in _tb.extract_tb(exc.__traceback__) if "<grader" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"in {f.name}, line {f.lineno}: {(f.line or '').strip()}"
+
+
+def _resolve(path):
+    mod, _, attr = path.rpartition(".")
+    return getattr(_il.import_module(mod), attr)
+
+
+def _forbid_mode(names):
+    from torch.overrides import TorchFunctionMode
+
+    class _Forbid(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            path = names.get(getattr(func, "__name__", None))
+            if path is not None:
+                raise RuntimeError(f"{path} may not be used here: this exercise is to implement it yourself")
+            return func(*args, **(kwargs or {}))
+
+    return _Forbid()
+
+
+def handle(request_b64, ns):
+    from IPython.display import publish_display_data
+    try:
+        req = _json.loads(_b64.b64decode(request_b64))
+        op = req["op"]
+        args = decode(req.get("args", []))
+        kwargs = decode(req.get("kwargs", {}))
+        if op == "has":
+            value = req["name"] in ns
+        elif op == "call":
+            if req["name"] not in ns:
+                raise NameError(f"name '{req['name']}' is not defined: did you run the cell that defines it?")
+            value = ns[req["name"]](*args, **kwargs)
+        elif op == "method":
+            obj = OBJECTS[req["target"]]
+            value = obj(*args, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*args, **kwargs)
+        elif op == "getattr":
+            value = getattr(OBJECTS[req["target"]], req["name"])
+        elif op == "state_dict":
+            value = {k: v for k, v in OBJECTS[req["target"]].state_dict().items()}
+        elif op == "grad":
+            import torch
+            obj = OBJECTS[req["target"]]
+            ins = [a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+                   for a in args]
+            obj.zero_grad(set_to_none=True)
+            out = obj(*ins, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*ins, **kwargs)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            out.backward(decode(req["grad_output"]))
+            value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins],
+                     "params": {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}}
+        elif op == "substitute":
+            frame = {}
+            SAVED.append(frame)
+            for name, path in req["names"].items():
+                frame.setdefault(name, ns.get(name, _MISSING))
+                ns[name] = _resolve(path)
+            value = None
+        elif op == "forbid":
+            frame = {}
+            SAVED.append(frame)
+            torch_funcs = {}
+            for path in req["paths"]:
+                mod, _, attr = path.rpartition(".")
+                owner = _il.import_module(mod)
+                orig = getattr(owner, attr)
+                frame.setdefault(("attr", path), (owner, attr, orig))
+                if callable(orig) and not isinstance(orig, type):
+                    torch_funcs[getattr(orig, "__name__", attr)] = path
+
+                def _stub(*a, _path=path, **k):
+                    raise RuntimeError(f"{_path} may not be used here: this exercise is to implement it yourself")
+                setattr(owner, attr, _stub)
+            if torch_funcs and "torch" in _sys.modules:
+                # an alias taken earlier (f = F.scaled_dot_product_attention) escapes the
+                # attribute patch above, but not torch's function dispatch
+                frame[("mode",)] = _forbid_mode(torch_funcs)
+                frame[("mode",)].__enter__()
+            value = None
+        elif op in ("restore", "restore_all"):
+            while SAVED:
+                for name, old in SAVED.pop().items():
+                    if name == ("mode",):
+                        old.__exit__(None, None, None)
+                    elif isinstance(name, tuple):
+                        owner, attr, orig = old
+                        setattr(owner, attr, orig)
+                    elif old is _MISSING:
+                        ns.pop(name, None)
+                    else:
+                        ns[name] = old
+                if op == "restore":
+                    break
+            value = None
+        elif op == "clear":
+            OBJECTS.clear()
+            value = None
+        elif op == "snapshot":
+            # the names (and torch's global modes) right after a grade cell ran: its hidden
+            # checks run after the whole notebook, against this state
+            SNAPSHOTS[req["key"]] = (dict(ns), _modes())
+            value = None
+        elif op == "enter":
+            names, modes = SNAPSHOTS[req["key"]]
+            if not ENTERED:
+                ENTERED.append((dict(ns), _modes()))
+            _swap(ns, names)
+            _set_modes(modes)
+            value = None
+        elif op == "leave":
+            if ENTERED:
+                names, modes = ENTERED.pop()
+                _swap(ns, names)
+                _set_modes(modes)
+            value = None
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        reply = {"ok": True, "value": encode(value)}
+    except BaseException as exc:
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)) and not isinstance(exc, SystemExit):
+            raise
+        reply = {"ok": False, "error": {"type": type(exc).__name__, "message": str(exc)[:2000],
+                                        "where": _where(exc)[:500]}}
+    publish_display_data({MIME: _json.dumps(reply)})
