@@ -92,9 +92,10 @@ class _Entry:
 
 
 def student_id(name: str) -> str:
-    """NFC; letters, digits and ``_.@+-`` kept, anything else ``_``; no leading dot; 80 chars."""
+    """NFC; letters, digits and ``_.@+-`` kept, anything else ``_``; no leading dot, ``-``, ``+``
+    or ``@`` (an id never reads as a command-line option or a spreadsheet formula); 80 chars."""
     s = "".join(c if c.isalnum() or c in "_.@+-" else "_" for c in unicodedata.normalize("NFC", name))
-    return s.lstrip(".")[:80] or "student"
+    return s.lstrip(".-+@")[:80] or "student"
 
 
 def collect(path: Path, staging: Path, notebook_names: list[str], limits: Limits = Limits()) -> list[Submission]:

@@ -179,12 +179,13 @@ def grade_student(course_dir: Path, aid: str, sub: Submission, releases: dict[st
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(cfg.repo_root()) + os.pathsep + env.get("PYTHONPATH", "")
     env["AUTOGRADER_TRUSTED_REPORT"] = str(report)
-    cmd = [sys.executable, "-m", "autograder.worker", str(course_dir), aid, sid,
+    cmd = [sys.executable, "-m", "autograder.worker",
            "--db-url", db_url, "--cell-timeout", str(cell_timeout), "--result", str(result_file)]
     if sandbox:
         cmd.append("--sandbox")
     if checks_dir is not None:
         cmd += ["--checks-dir", str(checks_dir)]
+    cmd += ["--", str(course_dir), aid, sid]  # positional, whatever they look like
     with open(log_dir / f"{sid}.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, start_new_session=True)
@@ -316,6 +317,11 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
     return results
 
 
+def _cell_text(text: str) -> str:
+    """Text a spreadsheet shows as text, never evaluates as a formula (OWASP's CSV injection rule)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_csv(results: list[Result], path: Path, assignment: str) -> None:
     cells = sorted({c for r in results for c in r.cells})
     buf = io.StringIO()
@@ -323,9 +329,10 @@ def write_csv(results: list[Result], path: Path, assignment: str) -> None:
     w.writerow(["student", "assignment", "status", "score", "max_score", "auto_score", "auto_max",
                 "manual_pending", *cells, "review", "message"])
     for r in results:
-        w.writerow([r.student, assignment, r.status, f"{r.score:g}", f"{r.max_score:g}",
+        w.writerow([_cell_text(r.student), assignment, r.status, f"{r.score:g}", f"{r.max_score:g}",
                     f"{r.auto_score:g}", f"{r.auto_max:g}", f"{r.manual_pending:g}",
-                    *[f"{r.cells[c]:g}" if c in r.cells else "" for c in cells], r.review, r.message])
+                    *[f"{r.cells[c]:g}" if c in r.cells else "" for c in cells],
+                    _cell_text(r.review), _cell_text(r.message)])
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(buf.getvalue())
     tmp.replace(path)

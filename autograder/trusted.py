@@ -109,7 +109,7 @@ class StudentError(AssertionError):
         known = known or _SourceIndex("")
         shown_type = type_name if known.is_exception_name(type_name) else "an exception"
         text = f"your code raised {shown_type}"
-        msg = safe_message(message, known)
+        msg = self.safe_message = safe_message(message, known)
         if msg:
             text += f": {msg}"
         place = known.where(where)
@@ -129,11 +129,11 @@ SAFE_MESSAGES = [re.compile(p) for p in (
     r"Dimension out of range \(expected to be in range of \[-?\d+, -?\d+\], but got -?\d+\)",
     r"expected scalar type \w+ but found \w+",
     r"Expected all tensors to be on the same device[\w ,:!]*",
-    r"(Missing|Unexpected) key\(s\) in state_dict: (\"[\w.]+\"(, )?)+\.?",
+    r"(Missing|Unexpected) key\(s\) in state_dict: (\"[\w.]+\"(, )?){1,3}\.?",
     r"size mismatch for [\w.]+: copying a param with shape torch\.Size\(\[[\d, ]*\]\) from checkpoint, "
     r"the shape in current model is torch\.Size\(\[[\d, ]*\]\)\.?",
     r"name '\w+' is not defined(: did you run the cell that defines it\?)?",
-    r"\w+\(\) (got an unexpected keyword argument|missing \d+ required positional arguments?:?) ?['\w, and]*",
+    r"\w+\(\) (got an unexpected keyword argument '\w+'|missing \d+ required positional arguments?: '\w+')",
     r"\w+\(\) takes \d+ positional arguments? but \d+ (were|was) given",
     r"'\w+' object has no attribute '\w+'",
     r"'\w+' object is not (callable|subscriptable|iterable)",
@@ -147,6 +147,8 @@ def safe_message(message: str, known: "_SourceIndex | None" = None) -> str:
     known = known or _SourceIndex("")
     keep = []
     for line in str(message).strip().splitlines()[:20]:
+        if keep:  # one line: a list of lines would be a longer message to choose
+            break
         line = line.strip()
         if line.startswith("Error(s) in loading state_dict for "):
             line = line.split(":", 1)[1].strip() if ":" in line else ""
@@ -186,44 +188,40 @@ class _SourceIndex:
         return f"in {m.group(1)}" if m and m.group(1) in self.names else ""
 
     def is_word(self, word: str) -> bool:
-        """A word that may appear in a message shown to the student."""
-        import builtins
-
-        return len(word) <= 60 and (word in self.names or hasattr(builtins, word) or word in _library_names()
-                                    or word in _TEMPLATE_WORDS)
+        """A word that may appear in a message shown to the student: a word of the message
+        templates, a name of the locked cells, or a parameter name of PyTorch's layers (a
+        few dozen). Not any builtin or torch name: the student would choose among thousands."""
+        return len(word) <= 60 and (word in self.names or word in _TEMPLATE_WORDS or word in _param_words())
 
     def type_name(self, name: str) -> str:
-        """``name`` if it is a name of the submission, of Python or of torch; else "object"."""
-        import builtins
-
-        if re.fullmatch(r"[A-Za-z_]\w{0,60}", name or "") and (
-                name in self.names or hasattr(builtins, name) or name in _library_names()):
+        """``name`` if it is a name of the locked cells or of PyTorch's common types; else "object"."""
+        if re.fullmatch(r"[A-Za-z_]\w{0,60}", name or "") and (name in self.names or name in _param_words()):
             return name
         return "object"
 
 
-def _library_names() -> set[str]:
-    global _LIB_NAMES
-    if _LIB_NAMES is None:
-        import collections
-        import types
-
+def _param_words() -> set[str]:
+    """The words of PyTorch's layers' parameter names (weight, bias, in_proj_weight, norm1...)."""
+    global _PARAM_WORDS
+    if _PARAM_WORDS is None:
         import torch
-        import torch.nn
 
-        _LIB_NAMES = set()
-        for mod in (torch, torch.nn, torch.nn.modules, collections, types):
-            _LIB_NAMES.update(n for n in dir(mod) if not n.startswith("__"))
+        _PARAM_WORDS = set()
         for m in (torch.nn.Linear(1, 1), torch.nn.LayerNorm(1), torch.nn.BatchNorm2d(1), torch.nn.Embedding(1, 1),
                   torch.nn.Conv2d(1, 1, 1), torch.nn.MultiheadAttention(2, 1),
                   torch.nn.TransformerEncoderLayer(2, 1, 2), torch.nn.TransformerDecoderLayer(2, 1, 2)):
-            _LIB_NAMES.update(w for k in m.state_dict() for w in k.split("."))  # parameter names
-        _LIB_NAMES.update({"Tensor", "Parameter", "OrderedDict", "generator", "function", "method",
-                           "builtin_function_or_method", "module", "NoneType"})
-    return _LIB_NAMES
+            _PARAM_WORDS.update(w for k in m.state_dict() for w in k.split(".") if not w.isdigit())
+        _PARAM_WORDS.update({"Tensor", "Parameter", "Module", "NoneType", "float", "int", "str", "bool",
+                             "list", "tuple", "dict", "Float", "Double", "Long", "Half", "BFloat16", "Bool",
+                             "Linear", "LayerNorm", "Dropout", "Embedding", "Conv2d", "ReLU", "GELU", "Sequential",
+                             "ModuleList", "ModuleDict", "MultiheadAttention", "TransformerEncoderLayer",
+                             "TransformerDecoderLayer", "OrderedDict", "function", "method", "generator"})
+    return _PARAM_WORDS
 
 
-_LIB_NAMES: set[str] | None = None
+_PARAM_WORDS: set[str] | None = None
+
+
 _TEMPLATE_WORDS = _template_words()
 
 

@@ -287,6 +287,11 @@ def graded(tmp_path_factory):
                        "        data = {m: _j.dumps({'ok': True, 'value': {'__tensor__': {'dtype': 'L%r' % (_LOG[-1],), "
                        "'shape': [abs(_LOG[-1][0]), 2], 'data': ''}}})}\n"
                        "    return _orig(data, *args, **kw)\n_d.publish_display_data = _pub\n")
+    attack("leakwords", "import sys as _s\n_W = ['abs','all','any','ascii','bin','bool','chr','dict','dir','divmod']\n"
+                        "def add(a, b):\n    if a != 1:\n"
+                        "        raise TypeError('add() got an unexpected keyword argument ' + "
+                        "' '.join(repr(_W[int(c)]) for c in str(abs(a))))\n    return a + b\n")
+    put("-2+3", honest())  # an id that looks like an option (and a formula)
     nb = honest()
     nb.cells.append(nbformat.v4.new_code_cell(
         "from IPython.display import display\nfor i in range(1500):\n"
@@ -608,7 +613,7 @@ def _cmdline(proc: Path) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("sid", ["leakshape", "leakline", "leakname", "leakwire"])
+@pytest.mark.parametrize("sid", ["leakshape", "leakline", "leakname", "leakwire", "leakwords"])
 def test_kernel_text_during_checks_cannot_carry_hidden_inputs(graded, sid):
     root, r, _ = graded
     assert r[sid].status == "graded" and r[sid].cells["add_test"] == 0, r[sid]
@@ -627,3 +632,19 @@ def test_updates_of_earlier_displays_count_against_the_output_budget(graded):
     assert r["displayflood"].status == "graded" and r["displayflood"].auto_score == FULL, r["displayflood"]
     assert (root / "autograded/displayflood/toy/toy.ipynb").stat().st_size < 12_000_000
     assert (root / "feedback/displayflood/toy/toy.html").stat().st_size < 20_000_000
+
+
+def test_words_chosen_by_the_student_are_not_shown(graded):
+    root, r, _ = graded
+    out = _outputs(root, "leakwords")
+    assert "your code raised TypeError" in out and "'bool'" not in out and "'dict'" not in out
+
+
+def test_ids_that_look_like_options_or_formulas_are_graded_as_text(graded, tmp_path):
+    from autograder.grade import Result, write_csv
+
+    root, r, _ = graded
+    assert r["2+3"].status == "graded" and r["2+3"].auto_score == FULL, r["2+3"]
+    write_csv([Result("x", message="=HYPERLINK(1)", review="+1+1"), Result("@SUM")], tmp_path / "g.csv", "toy")
+    rows = {row["student"]: row for row in csv.DictReader(open(tmp_path / "g.csv"))}
+    assert rows["x"]["message"] == "'=HYPERLINK(1)" and rows["x"]["review"] == "'+1+1" and "'@SUM" in rows

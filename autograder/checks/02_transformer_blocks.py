@@ -114,7 +114,7 @@ def _load(obj: RemoteObject, state: dict, name: str) -> None:
         obj.load_state_dict(dict(state))  # the wire takes plain dicts
     except StudentError as e:
         raise AssertionError(f"the check could not load its weights into your {name}: keep the parameter names of "
-                             f"the notebook ({e.message.strip()})") from None
+                             f"the notebook ({e.safe_message or 'see the visible checks for the message'})") from None
 
 
 def _module(h, name: str, *args, state=None, eval_mode=True, **kwargs) -> RemoteObject:
