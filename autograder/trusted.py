@@ -107,7 +107,7 @@ class StudentError(AssertionError):
     def __init__(self, type_name: str, message: str, where: str, known: "_SourceIndex | None" = None):
         self.type_name, self.message, self.where = type_name, message, where
         known = known or _SourceIndex("")
-        shown_type = type_name if known.is_exception_name(type_name) else "an exception"
+        shown_type = self.shown_type = type_name if known.is_exception_name(type_name) else "an exception"
         text = f"your code raised {shown_type}"
         msg = self.safe_message = safe_message(message, known)
         if msg:
@@ -216,6 +216,7 @@ def _param_words() -> set[str]:
                              "Linear", "LayerNorm", "Dropout", "Embedding", "Conv2d", "ReLU", "GELU", "Sequential",
                              "ModuleList", "ModuleDict", "MultiheadAttention", "TransformerEncoderLayer",
                              "TransformerDecoderLayer", "OrderedDict", "function", "method", "generator"})
+        _PARAM_WORDS.update(n for n in dir(torch.nn) if n[:1].isupper())  # nn.Identity, nn.GELU, ... (~200)
     return _PARAM_WORDS
 
 

@@ -755,7 +755,7 @@ def pe_edge_cases(h):
         h.call("sinusoidal_positional_encoding", 8, 7)
     except StudentError as e:
         if e.type_name != "ValueError":
-            raise AssertionError(f"sinusoidal_positional_encoding(8, 7) raised {e.type_name}, expected ValueError") from None
+            raise AssertionError(f"sinusoidal_positional_encoding(8, 7) raised {e.shown_type}, expected ValueError") from None
     else:
         raise AssertionError("sinusoidal_positional_encoding(8, 7) should raise ValueError (odd d_model)")
     long, short = _pe(h, 40, 32), _pe(h, 10, 32)
