@@ -143,6 +143,8 @@ class RobustExecute(Execute):
         aid = ((resources or {}).get("nbgrader") or {}).get("assignment")
         self._checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
         self._verdicts: dict[str, dict] = {}
+        #: the trusted verdict of each grade cell, by cell index (read by autograder.mutants)
+        self.cell_verdicts: dict[int, CellVerdict] = {}
 
         killers: list[int] = []  # cells that killed the kernel: never run again
         check_deaths = 0  # kernels lost during hidden checks (their cells are not killers)
@@ -276,6 +278,7 @@ class RobustExecute(Execute):
                 except Exception:
                     pass
         self._apply_verdict(cell, verdict)
+        self.cell_verdicts[index] = verdict
         self._verdicts[gid] = dict(verdict.as_dict(), seconds=round(time.perf_counter() - t0, 3))
         if died:
             raise _DiedInCheck("kernel died during a hidden check")
@@ -288,6 +291,7 @@ class RobustExecute(Execute):
             verdict.results = [(chk.name, False, why) for chk in self._checks_of(cell)]
             verdict.mirrored = [False] * len(verdict.results)
             self._apply_verdict(cell, verdict)
+            self.cell_verdicts[index] = verdict
         pending.clear()
 
     @staticmethod
