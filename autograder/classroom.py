@@ -40,6 +40,13 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("course.nn", "MLP", A02, "part 6: the feed-forward sublayer of the blocks"),
     Reference("course.nn", "BlockConfig", A02, "part 6: the configuration of TransformerBlock, useless without it"),
     Reference("course.nn", "TransformerBlock", A02, "part 6: the encoder block"),
+    Reference("course.nn", "EncoderBlock", A02, "part 6"),
+    Reference("course.nn", "DecoderBlock", A02, "part 6"),
+    Reference("course.nn", "TransformerConfig", A02, "part 7: the configuration of Transformer"),
+    Reference("course.nn", "Transformer", A02, "part 7"),
+    Reference("course.nn", "to_torch_mha", None, "an adapter the visible checks use: answers nothing"),
+    Reference("course.nn", "to_torch_encoder_layer", None, "an adapter the visible checks use: answers nothing"),
+    Reference("course.nn", "to_torch_decoder_layer", None, "an adapter the visible checks use: answers nothing"),
 )
 
 #: Assignments whose deadline has passed: the references that answer them reach the class.

@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder {release,grade,export,demo,student-copy}``."""
+"""Command line: ``python -m autograder {release,grade,export,demo,student-copy,mutants}``."""
 from __future__ import annotations
 
 import argparse
@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                         "autograder/classroom.py)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
+    p = sub.add_parser("mutants", help="grade the known-wrong solutions of tests/mutants/<assignment>/ (and the "
+                                      "correct variants) through the sandboxed trusted path; print the mutation score")
+    p.add_argument("assignment")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these mutants (file stems)")
+    p.add_argument("--unsafe", action="store_true", help="without the bubblewrap sandbox")
+
     a = ap.parse_args(argv)
     if a.cmd == "release":
         from autograder import release
@@ -83,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(report.summary())
         return 0
+    if a.cmd == "mutants":
+        from autograder.mutants import MutantError, main as mutants_main
+
+        try:
+            return mutants_main(a.assignment, a.only, unsafe=a.unsafe)
+        except MutantError as e:
+            print(f"mutants: {e}", file=sys.stderr)
+            return 1
     if a.cmd == "demo":
         from autograder.demo import run
 

@@ -66,7 +66,9 @@ def apply(
     c.OverwriteCells.add_missing_cells = True
 
     from autograder import preprocessors as pp
-    from autograder.sanitize import SanitizeNotebook, configure as configure_sanitizing
+    from autograder.sanitize import (
+        NeutralisePaths, SanitizeNotebook, configure as configure_sanitizing, configure_feedback,
+    )
     from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput, SaveAutoGrades,
@@ -81,6 +83,7 @@ def apply(
         pp.StderrToStdout,
         LimitOutput,
         SanitizeNotebook,  # what nbgrader saves (and the formgrader and feedback render) is inert
+        NeutralisePaths,  # tracebacks and printed output name no path of the grading machine
         SaveAutoGrades,
         AssignLatePenalties,
         CheckCellMetadata,
@@ -97,7 +100,11 @@ def apply(
         c.RobustExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
 
     # Feedback: hidden tests and their tracebacks never reach the student.
-    c.GenerateFeedback.preprocessors = [GetGrades, pp.HideHiddenTests, SanitizeNotebook, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [
+        GetGrades, pp.HideHiddenTests, SanitizeNotebook, NeutralisePaths, CSSHTMLHeaderPreprocessor,
+    ]
     # ... and every HTML export (feedback, formgrader) sanitises again as it renders
     configure_sanitizing(c)
+    # the feedback page: the course's template (maths as MathML, no MathJax; outline by exercise)
+    configure_feedback(c)
     return c

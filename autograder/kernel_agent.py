@@ -47,10 +47,16 @@ def _tensor(d):
     return tensor_from_bytes(_b64.b64decode(d["data"]), d["dtype"], d["shape"])
 
 
+SEEN = []  # the tensors of the current request, in order: {"__same__": i} is the i-th again
+
+
 def decode(v):
     if isinstance(v, dict):
         if "__tensor__" in v:
-            return _tensor(v["__tensor__"])
+            SEEN.append(_tensor(v["__tensor__"]))
+            return SEEN[-1]
+        if "__same__" in v:  # a tensor passed twice (self-attention: mha(x, x, x)) is one object here too
+            return SEEN[v["__same__"]]
         if "__object__" in v:
             return OBJECTS[v["__object__"]]
         if "__tuple__" in v:
@@ -61,7 +67,18 @@ def decode(v):
     return v
 
 
+class _Ref:
+    """Forces an object reference in the reply (a library function is not sent as a value)."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+
 def encode(v):
+    if isinstance(v, _Ref):
+        oid = len(OBJECTS) + 1
+        OBJECTS[oid] = v.obj
+        return {"__object__": oid, "type": type(v.obj).__name__}
     torch = _sys.modules.get("torch")  # a tensor can only exist once torch is imported
     if torch is not None and isinstance(v, torch.Tensor):
         return {"__tensor__": tensor_payload(v)}
@@ -125,19 +142,24 @@ def _forbid_mode(names):
     return _Forbid()
 
 
+def _named(ns, name):
+    if name not in ns:
+        raise NameError(f"name '{name}' is not defined: did you run the cell that defines it?")
+    return ns[name]
+
+
 def handle(request_b64, ns):
     from IPython.display import publish_display_data
     try:
         req = _json.loads(_b64.b64decode(request_b64))
         op = req["op"]
+        SEEN.clear()
         args = decode(req.get("args", []))
         kwargs = decode(req.get("kwargs", {}))
         if op == "has":
             value = req["name"] in ns
         elif op == "call":
-            if req["name"] not in ns:
-                raise NameError(f"name '{req['name']}' is not defined: did you run the cell that defines it?")
-            value = ns[req["name"]](*args, **kwargs)
+            value = _named(ns, req["name"])(*args, **kwargs)
         elif op == "method":
             obj = OBJECTS[req["target"]]
             value = obj(*args, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*args, **kwargs)
@@ -145,18 +167,37 @@ def handle(request_b64, ns):
             value = getattr(OBJECTS[req["target"]], req["name"])
         elif op == "state_dict":
             value = {k: v for k, v in OBJECTS[req["target"]].state_dict().items()}
-        elif op == "grad":
+        elif op in ("grad", "vjp"):
             import torch
-            obj = OBJECTS[req["target"]]
-            ins = [a.detach().clone().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
-                   for a in args]
-            obj.zero_grad(set_to_none=True)
-            out = obj(*ins, **kwargs) if req["name"] == "__call__" else getattr(obj, req["name"])(*ins, **kwargs)
-            if isinstance(out, (tuple, list)):
-                out = out[0]
-            out.backward(decode(req["grad_output"]))
-            value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins],
-                     "params": {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}}
+            leaves = {}  # one leaf per distinct tensor: x passed twice stays one object
+
+            def leaf(a):
+                if not isinstance(a, torch.Tensor):
+                    return a
+                if id(a) not in leaves:
+                    leaves[id(a)] = a.detach().clone().requires_grad_(a.is_floating_point())
+                return leaves[id(a)]
+            ins = [leaf(a) for a in args]
+            if op == "grad":
+                obj = OBJECTS[req["target"]]
+                obj.zero_grad(set_to_none=True)
+                fn = obj if req["name"] == "__call__" else getattr(obj, req["name"])
+            else:
+                fn = OBJECTS[req["target"]] if "target" in req else _named(ns, req["name"])
+            out = fn(*ins, **kwargs)
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            cots = decode(req["grad_output"])
+            cots = cots if op == "vjp" else [cots]
+            pairs = [(o, g) for o, g in zip(outs, cots) if isinstance(o, torch.Tensor) and o.requires_grad]
+            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+            value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins]}
+            if op == "grad":
+                value["params"] = {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}
+        elif op == "resolve":  # a library object by its dotted path (torch.manual_seed, functools.partial ...)
+            value = _resolve(req["path"])
+            if not callable(value):
+                raise TypeError(f"{req['path']} is not callable")
+            value = _Ref(value)
         elif op == "substitute":
             frame = {}
             SAVED.append(frame)

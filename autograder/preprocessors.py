@@ -3,7 +3,9 @@
 - :class:`RobustExecute` runs a submission cell by cell like nbgrader's ``Execute``, but
   a dead kernel (``os._exit``, a segfault, the OOM killer) costs only the cell that
   killed it: the kernel is restarted, the cells before it are replayed silently, and
-  grading goes on. Each cell's output is capped, and the kernel is pinned.
+  grading goes on. It wires two units of its own: the output limits
+  (:mod:`autograder.output_limits`) and the trusted hidden checks
+  (:mod:`autograder.checkrunner`). The kernel is pinned.
 - :class:`StderrToStdout` keeps a warning printed by a correct answer from scoring 0
   (nbgrader scores any stderr output in a grade cell as a failure).
 - :class:`HideHiddenTests` removes hidden tests, and the tracebacks that would quote
@@ -12,32 +14,19 @@
 from __future__ import annotations
 
 import copy
-import re
 from typing import Any
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.notebooknode import NotebookNode
-from nbgrader import utils
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Integer, Unicode
 
-from autograder import agent, wire
-from autograder.trusted import CellVerdict, Handle, load_checks
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _error(ename: str, evalue: str) -> NotebookNode:
-    return NotebookNode(output_type="error", ename=ename, evalue=evalue,
-                        traceback=[f"{ename}: {evalue}"])
-
-
-def _is_test_cell(cell: NotebookNode) -> bool:
-    return cell.cell_type == "code" and utils.is_grade(cell) and not utils.is_solution(cell)
-
-
-class _DiedInCheck(DeadKernelError):
-    """The kernel died while a trusted check was talking to it."""
+from autograder import agent
+from autograder.checkrunner import DiedInCheck, TrustedChecks, is_test_cell
+from autograder.output_limits import (
+    AgentReplyOnly, OutputBudget, coerce_execution_count, error_output, strip_ansi, update_size,
+)
+from autograder.trusted import CellVerdict, load_checks
 
 
 class RobustExecute(Execute):
@@ -55,6 +44,18 @@ class RobustExecute(Execute):
     that records its arguments during a check has no later cell to print them in. While a
     check talks to the kernel only the agent's reply is kept; whatever else the kernel sends
     (prints, displays, updates of earlier displays, widget messages) is dropped unread.
+
+    A cell that kills the kernel (or hangs past the timeout and ignores the interrupt) gets
+    an error saying so and never runs again; the kernel is restarted and the cells before
+    it are replayed without keeping any output (their snapshots are taken again). A kernel
+    lost during a grade cell's hidden checks scores those checks and grading goes on with
+    the next grade cell. Past ``max_restarts`` restarts, or when a replay dies, the cells
+    not run yet and the checks not run yet score 0 with a note.
+
+    This class is the execution and restart loop; what is kept of the kernel's output is
+    decided by :class:`~autograder.output_limits.OutputBudget` (the notebook's cells) and
+    :class:`~autograder.output_limits.AgentReplyOnly` (a check's requests), and the checks,
+    their verdicts and the report are :class:`~autograder.checkrunner.TrustedChecks`'.
     """
 
     max_output_chars = Integer(100_000, help="Characters of output kept per cell.").tag(config=True)
@@ -67,58 +68,33 @@ class RobustExecute(Execute):
     check_timeout = Integer(30, help="Seconds one request of a hidden check may take.").tag(config=True)
     report_path = Unicode("", help="JSON file for the per-cell trusted verdicts.").tag(config=True)
 
-    # -- what the kernel sends ------------------------------------------------------------------
+    #: set by autograder.mutants (never by configuration): the cell ranges of the several runs one
+    #: notebook holds; each grade cell's checks see only the cells of its own run
+    runs: list[tuple[int, int]] | None = None
+
+    # -- what the kernel sends: kept within the limits of autograder.output_limits ------------
     def output(self, outs: list, msg: dict, display_id: Any, cell_index: int) -> Any:
-        content = msg.get("content", {})
-        kind = msg.get("msg_type")
         if self._aside == "replay":  # rebuilding state after a restart: nothing is kept
             return None
         if self._aside == "request":  # a hidden check's request: only the agent's reply counts
-            if kind == "display_data" and agent.MIME in content.get("data", {}):
-                reply = content["data"][agent.MIME]
-                if isinstance(reply, str) and len(reply) <= wire.MAX_BYTES * 4 // 3 + 1024 and not self._replied:
-                    self._replied = True
-                    outs.append(NotebookNode(output_type="display_data", metadata={}, data={agent.MIME: reply}))
-            elif kind == "error" and not self._replied:
-                outs[:] = [o for o in outs if o.get("output_type") != "error"]
-                outs.append(_error(str(content.get("ename", "Error"))[:100], str(content.get("evalue", ""))[:500]))
+            self._reply.keep(outs, msg)
             return None
-        if kind == "stream":
-            size = len(content.get("text", ""))
-        elif kind in ("display_data", "execute_result", "error"):
-            size = sum(len(str(v)) for v in content.get("data", {}).values()) + len(str(content.get("traceback", "")))
-        else:
-            size = 0
-        used = self._chars.get(cell_index, 0)
-        self._chars[cell_index] = used + size
-        self._total += size
-        if used + size > self.max_output_chars or self._total > self.max_total_output_chars:
-            if cell_index not in self._truncated:
-                self._truncated.add(cell_index)
-                outs.append(NotebookNode(
-                    output_type="stream", name="stdout",
-                    text=f"\n[autograder] output of this cell truncated: more than {self.max_output_chars} "
-                         f"characters in the cell or {self.max_total_output_chars} in the notebook\n"))
+        if not self._budget.admit(outs, msg, cell_index):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
     def _update_display_id(self, display_id: str, msg: dict) -> None:
         # an update of an earlier output: never during a check or a replay, and capped
-        content = msg.get("content", {})
-        size = sum(len(str(v)) for v in content.get("data", {}).values())
-        if self._aside or size > self.max_output_chars:
+        size = update_size(msg)
+        if self._aside or not self._budget.update_fits(size):
             return
         # every output it rewrites counts against the notebook's budget
         copies = sum(len(ix) for ix in self._display_id_map.get(display_id, {}).values())
-        self._total += size * copies
-        if self._total <= self.max_total_output_chars:
+        if self._budget.charge_update(size, copies):
             super()._update_display_id(display_id, msg)
 
     def process_message(self, msg: dict, cell: NotebookNode, cell_index: int):
-        content = msg.get("content")
-        if isinstance(content, dict) and "execution_count" in content \
-                and not (type(content["execution_count"]) is int or content["execution_count"] is None):
-            content["execution_count"] = None  # a kernel may send anything; nbformat wants an int
+        coerce_execution_count(msg)  # a kernel may send anything; nbformat wants an int
         return super().process_message(msg, cell, cell_index)
 
     def handle_comm_msg(self, outs: list, msg: dict, cell_index: int) -> None:
@@ -135,20 +111,19 @@ class RobustExecute(Execute):
         NotebookClient.__init__(self, nb, km)
         self.reset_execution_trackers()
         self._check_assign_resources(resources)
-        self._chars: dict[int, int] = {}
-        self._total = 0
-        self._truncated: set[int] = set()
-        self._aside = ""
-        self._replied = False
+        self._budget = OutputBudget(self.max_output_chars, self.max_total_output_chars)
+        self._aside = ""  # "replay" or "request" while a cell runs aside (see _run_aside)
+        self._reply = AgentReplyOnly()
         aid = ((resources or {}).get("nbgrader") or {}).get("assignment")
-        self._checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
-        self._verdicts: dict[str, dict] = {}
+        checks = load_checks(aid, self.checks_dir or None) if (self.trusted and aid) else {}
+        trusted = TrustedChecks(checks, self._request, nb, runs=self.runs)
         #: the trusted verdict of each grade cell, by cell index (read by autograder.mutants)
-        self.cell_verdicts: dict[int, CellVerdict] = {}
+        self.cell_verdicts: dict[int, CellVerdict] = trusted.verdicts
+        #: by grade id: the verdict of each grade cell whose checks ran, with the seconds they took
+        self.trusted_report: dict[str, dict] = trusted.report
 
         killers: list[int] = []  # cells that killed the kernel: never run again
         check_deaths = 0  # kernels lost during hidden checks (their cells are not killers)
-        pending = [i for i, c in enumerate(nb.cells) if self._checks_of(c)]  # grade cells still to check
         start = 0  # first cell not yet run; len(nb.cells) once phase 1 is over
         while True:
             current = start
@@ -162,32 +137,29 @@ class RobustExecute(Execute):
                         current = index
                         if nb.cells[index].cell_type == "code" and index not in killers:
                             self._run_aside(copy.deepcopy(nb.cells[index]), mode="replay")
-                            self._snapshot(nb, index)
-                    for index in range(start, len(nb.cells)):
+                            trusted.snapshot(index)
+                    for index in range(start, len(nb.cells)):  # phase 1
                         current = index
                         self.preprocess_cell(nb.cells[index], resources, index)
-                        self._snapshot(nb, index)
+                        trusted.snapshot(index)
                     start = current = len(nb.cells)
-                    while pending:
-                        index = pending.pop(0)
-                        if index not in killers:
-                            self._run_checks(nb, index)
+                    trusted.run_pending(skip=killers)  # phase 2
                 break
-            except _DiedInCheck:
+            except DiedInCheck:
                 # the checks of that cell are scored; go on with the next grade cell
                 check_deaths += 1
                 if check_deaths + len(killers) > self.max_restarts:
-                    self._fail_checks(nb, pending, "not run: the kernel died too many times")
+                    trusted.fail_pending("not run: the kernel died too many times")
                     break
             except (DeadKernelError, CellTimeoutError) as exc:
                 hung = isinstance(exc, CellTimeoutError)
                 if current < start:  # died while replaying: stop here
                     why = f"not run: the kernel died again while replaying cell {current}"
                     self._fail_rest(nb, start, why)
-                    self._fail_checks(nb, pending, why)
+                    trusted.fail_pending(why)
                     break
                 killers.append(current)
-                nb.cells[current].outputs.append(_error(
+                nb.cells[current].outputs.append(error_output(
                     "CellTimeoutError" if hung else "DeadKernelError",
                     ("this cell did not finish within the time limit and ignored the interrupt"
                      if hung else "the kernel died while running this cell (os._exit, a crash or out of memory)")
@@ -195,24 +167,19 @@ class RobustExecute(Execute):
                 start = current + 1
                 if len(killers) > self.max_restarts:
                     self._fail_rest(nb, start, "not run: the kernel died too many times")
-                    self._fail_checks(nb, pending, "not run: the kernel died too many times")
+                    trusted.fail_pending("not run: the kernel died too many times")
                     break
                 self.log.warning("Kernel died in cell %d; restarting and replaying cells 0..%d", current, current - 1)
-        self._write_report()
+        trusted.write_report(self.report_path)
         return self.nb, self.resources
-
-    # -- trusted checks ---------------------------------------------------------------------
-    def _checks_of(self, cell: NotebookNode) -> list:
-        if not _is_test_cell(cell):
-            return []
-        return self._checks.get(cell.metadata["nbgrader"]["grade_id"], [])
 
     def _run_aside(self, cell: NotebookNode, timeout: int | None = None, mode: str = "request") -> list:
         """Execute ``cell`` in the kernel without recording it in the notebook (nbclient
-        writes an executed cell back into ``self.nb`` at its index)."""
+        writes an executed cell back into ``self.nb`` at its index). ``mode`` says what of
+        its output is kept: "replay" nothing, "request" only the grading agent's reply."""
         scratch = NotebookNode(cells=[cell], metadata=self.nb.metadata, nbformat=4, nbformat_minor=5)
         nb, old_timeout = self.nb, self.timeout
-        self.nb, self._aside, self._replied = scratch, mode, False
+        self.nb, self._aside, self._reply = scratch, mode, AgentReplyOnly()
         if timeout is not None:
             self.timeout = timeout
         try:
@@ -223,117 +190,23 @@ class RobustExecute(Execute):
         return cell.outputs
 
     def _request(self, code: str) -> list:
+        """Run one request of the grading agent aside, within ``check_timeout``; its outputs
+        (only the agent's reply, or an error)."""
         cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[], execution_count=None)
-        return self._run_aside(cell, self.check_timeout)
-
-    def _snapshot(self, nb: NotebookNode, index: int) -> None:
-        """Keep the kernel's names as they are right after grade cell ``index``."""
-        if self._checks_of(nb.cells[index]):
-            self._request(agent.request_code("snapshot", key=str(index)))
-
-    def _run_checks(self, nb: NotebookNode, index: int) -> None:
-        import torch
-
-        cell = nb.cells[index]
-        gid = cell.metadata["nbgrader"]["grade_id"]
-        checks = self._checks_of(cell)
-        import time
-
-        t0 = time.perf_counter()
-        verdict = CellVerdict(gid, in_kernel_ok=not any(o.get("output_type") == "error" for o in cell.outputs))
-        handle = Handle(self._request, nb)
-        died = False
-        try:
-            handle._request("enter", key=str(index))
-        except (DeadKernelError, CellTimeoutError):
-            died = True
-        except Exception:
-            pass  # a tampered agent: the checks will say what does not answer
-        for chk in checks:
-            if died:
-                verdict.results.append((chk.name, False, "not run: the kernel died during an earlier check"))
-                verdict.mirrored.append(chk.mirrors_visible)
-                continue
-            torch.manual_seed(0)
-            try:
-                chk.fn(handle)
-                verdict.results.append((chk.name, True, ""))
-            except (DeadKernelError, CellTimeoutError) as exc:
-                died = True
-                verdict.results.append((chk.name, False, "your code did not finish in time during this check"
-                                        if isinstance(exc, CellTimeoutError) else
-                                        "the kernel died while this check ran (os._exit, a crash or out of memory)"))
-            except AssertionError as e:
-                verdict.results.append((chk.name, False, str(e) or type(e).__name__))
-            except Exception as e:  # the student's answer broke the check (wrong type, shape...)
-                verdict.results.append((chk.name, False, f"{type(e).__name__}: {e}"[:1000]))
-            verdict.mirrored.append(chk.mirrors_visible)
-        if not died:
-            for op in ("restore_all", "clear", "leave"):  # whatever a failed check left behind
-                try:
-                    handle._request(op)
-                except (DeadKernelError, CellTimeoutError):
-                    died = True
-                    break
-                except Exception:
-                    pass
-        self._apply_verdict(cell, verdict)
-        self.cell_verdicts[index] = verdict
-        self._verdicts[gid] = dict(verdict.as_dict(), seconds=round(time.perf_counter() - t0, 3))
-        if died:
-            raise _DiedInCheck("kernel died during a hidden check")
-
-    def _fail_checks(self, nb: NotebookNode, pending: list[int], why: str) -> None:
-        """Grade cells whose hidden checks could not run score 0, with ``why``."""
-        for index in pending:
-            cell = nb.cells[index]
-            verdict = CellVerdict(cell.metadata["nbgrader"]["grade_id"], in_kernel_ok=True)
-            verdict.results = [(chk.name, False, why) for chk in self._checks_of(cell)]
-            verdict.mirrored = [False] * len(verdict.results)
-            self._apply_verdict(cell, verdict)
-            self.cell_verdicts[index] = verdict
-        pending.clear()
-
-    @staticmethod
-    def _apply_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:
-        """Make the trusted verdict the one nbgrader scores: the notebook's own errors and
-        results become plain text, the hidden checks' outcome is appended."""
-        outs = []
-        for o in cell.outputs:
-            kind = o.get("output_type")
-            if kind == "error":
-                outs.append(NotebookNode(output_type="stream", name="stdout",
-                                         text=f"[visible checks in your notebook] {o.get('ename')}: "
-                                              f"{_ANSI.sub('', str(o.get('evalue', '')))}\n"))
-            elif kind == "execute_result":
-                text = o.get("data", {}).get("text/plain", "")
-                outs.append(NotebookNode(output_type="stream", name="stdout", text=f"{text}\n"))
-            else:
-                outs.append(o)
-        lines = [f"{'✔' if ok else '✘'} hidden check: {name}" + ("" if ok else f"\n    {msg}")
-                 for name, ok, msg in verdict.results]
-        if verdict.passed:
-            outs.append(NotebookNode(output_type="stream", name="stdout", text="\n".join(lines) + "\n"))
-        else:
-            failed = sum(not ok for _, ok, _ in verdict.results)
-            outs.append(_error("HiddenCheckFailed",
-                               f"{failed} of {len(verdict.results)} hidden checks failed\n" + "\n".join(lines)))
-        cell.outputs = outs
-
-    def _write_report(self) -> None:
-        import json
-        import os
-
-        path = self.report_path or os.environ.get("AUTOGRADER_TRUSTED_REPORT", "")
-        if path:
-            with open(path, "w") as f:
-                json.dump(self._verdicts, f, indent=1)
+        outputs = self._run_aside(cell, self.check_timeout)
+        if agent.is_missing(outputs):  # a fresh (or emptied) kernel: install the agent, ask again
+            self._run_aside(NotebookNode(cell_type="code", source=agent.install_code(), metadata={}, outputs=[],
+                                         execution_count=None), self.check_timeout)
+            cell = NotebookNode(cell_type="code", source=code, metadata={}, outputs=[], execution_count=None)
+            outputs = self._run_aside(cell, self.check_timeout)
+        return outputs
 
     @staticmethod
     def _fail_rest(nb: NotebookNode, start: int, why: str) -> None:
+        """The code cells from ``start`` on were not run: each shows ``why`` as an error."""
         for cell in nb.cells[start:]:
             if cell.cell_type == "code":
-                cell.outputs = [_error("NotRun", why)]
+                cell.outputs = [error_output("NotRun", why)]
 
 
 class StderrToStdout(NbGraderPreprocessor):
@@ -342,7 +215,7 @@ class StderrToStdout(NbGraderPreprocessor):
     prefix = Unicode("[stderr] ").tag(config=True)
 
     def preprocess_cell(self, cell, resources, cell_index):
-        if _is_test_cell(cell):
+        if is_test_cell(cell):
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "stream" and out.get("name") == "stderr":
                     out["name"] = "stdout"
@@ -350,29 +223,46 @@ class StderrToStdout(NbGraderPreprocessor):
         return cell, resources
 
 
+class HiddenTestsError(ValueError):
+    """A grade cell holds a hidden-test region without its end marker (see :class:`HideHiddenTests`)."""
+
+
 class HideHiddenTests(NbGraderPreprocessor):
-    """Strip hidden-test regions and traceback frames from grade cells in feedback."""
+    """Strip hidden-test regions and traceback frames from grade cells in feedback.
+
+    A region without its end marker is an error (:class:`HiddenTestsError`, naming the
+    notebook, the cell and the line), not a cell whose rest is dropped from the feedback
+    in silence: the release refuses such a source notebook
+    (:func:`autograder.release.check_markers`), so a graded notebook holding one was not
+    made from a release."""
 
     begin = Unicode("BEGIN HIDDEN TESTS").tag(config=True)
     end = Unicode("END HIDDEN TESTS").tag(config=True)
     placeholder = Unicode("# (hidden tests: their results are shown below)").tag(config=True)
 
     def preprocess_cell(self, cell, resources, cell_index):
-        if not _is_test_cell(cell):
+        if not is_test_cell(cell):
             return cell, resources
-        lines, hidden, kept = cell.source.split("\n"), False, []
-        for line in lines:
+        kept: list[str] = []
+        opened: int | None = None  # line number of the BEGIN of the region we are in
+        for lineno, line in enumerate(cell.source.split("\n"), 1):
             if self.begin in line:
-                hidden = True
+                opened = lineno
                 kept.append(line[: len(line) - len(line.lstrip())] + self.placeholder)
             elif self.end in line:
-                hidden = False
-            elif not hidden:
+                opened = None
+            elif opened is None:
                 kept.append(line)
+        if opened is not None:
+            name = ((resources or {}).get("metadata") or {}).get("name") or "notebook"
+            grade_id = cell.metadata["nbgrader"].get("grade_id")
+            raise HiddenTestsError(
+                f"{name}: cell {grade_id!r} (cell {cell_index + 1}): line {opened}: {self.begin} without "
+                f"{self.end}; the release refuses such a notebook, and its feedback would lose the rest of the cell")
         cell.source = "\n".join(kept)
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
                 # the traceback quotes the cell's code; keep only what went wrong
-                evalue = _ANSI.sub("", str(out.get("evalue", "")))
+                evalue = strip_ansi(str(out.get("evalue", "")))
                 out["traceback"] = [f"{out.get('ename', 'Error')}: {evalue}"]
         return cell, resources

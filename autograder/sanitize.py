@@ -22,8 +22,26 @@ Three layers:
    output at render time (these filters alone already stop every payload carried in
    content; payloads in output metadata need the preprocessor).
 3. :func:`harden_feedback_html` puts a Content-Security-Policy in each feedback page: no
-   script runs there but the template's own (by hash, learnt from an empty notebook)
-   and MathJax from its CDN folder; images only as ``data:`` URIs; no eval.
+   script runs there but the template's own (by hash, learnt from an empty notebook:
+   the course's feedback template has none, so none runs at all); images only as
+   ``data:`` URIs; no eval; nothing fetched from anywhere.
+
+The feedback page itself (:func:`configure_feedback`, for nbgrader's GenerateFeedback
+only) is the course's template ``autograder/templates/feedback``, extending nbgrader's:
+
+- maths is rendered at export time: LaTeX in markdown (``$...$``, ``$$...$$``,
+  ``\\\\(...\\\\)``, ``\\\\[...\\\\]``, ``\\begin{env}...\\end{env}``) and ``text/latex`` outputs
+  becomes MathML (:func:`tex_to_mathml`, with latex2mathml), which browsers render
+  natively: no MathJax, no script, no CDN. A formula the converter cannot handle is shown
+  as its TeX source in ``<code>``. Converted MathML and any MathML a student wrote are
+  cleaned with a strict allow-list of presentation elements and attributes
+  (:data:`MATHML_TAGS`, :data:`MATHML_ATTRS`): no links, no actions, no annotations.
+- the outline names exercises (:func:`feedback_outline`): each grade cell by the nearest
+  heading above it in a *locked* markdown cell (instructions restored from the release;
+  never a cell the student wrote), with its score, else by its grade_id.
+- :class:`NeutralisePaths` (also in the autograde pipeline) replaces the grader's paths in
+  tracebacks and printed output with neutral ones (``<site-packages>/torch/...``,
+  ``<python>/...``, ``<cell>``, ``<course>/...``, ``<home>/...``).
 """
 from __future__ import annotations
 
@@ -31,6 +49,7 @@ import base64
 import functools
 import hashlib
 import html as htmllib
+import os
 import re
 import threading
 from pathlib import Path
@@ -50,9 +69,10 @@ from traitlets import Unicode
 from traitlets.config import Config, LoggingConfigurable
 
 __all__ = [
-    "SanitizeNotebook", "SafeMarkdown2HTML", "clean_html_filter", "configure", "harden_feedback_html",
-    "harden_feedback_dir", "sanitize_html", "render_markdown", "markdown_findings", "neutralise_markdown",
-    "feedback_csp", "CSP_MARKER",
+    "SanitizeNotebook", "SafeMarkdown2HTML", "FeedbackMarkdown2HTML", "NeutralisePaths", "clean_html_filter",
+    "configure", "configure_feedback", "harden_feedback_html", "harden_feedback_dir", "sanitize_html",
+    "render_markdown", "markdown_findings", "neutralise_markdown", "feedback_csp", "CSP_MARKER", "tex_to_mathml",
+    "latex_output_html", "neutral_paths", "feedback_outline", "FEEDBACK_TEMPLATES",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -221,19 +241,29 @@ def _bleach_attr(tag: str, name: str, value: str) -> bool:
     return _attr_verdict(tag, name, value) == "keep"
 
 
-def _cleaner() -> bleach.Cleaner:
-    c = getattr(_local, "cleaner", None)
+def _bleach_attr_mathml(tag: str, name: str, value: str) -> bool:
+    if tag in MATHML_TAGS:
+        return _mathml_attr_ok(tag, name, value)
+    return _bleach_attr(tag, name, value)
+
+
+def _cleaner(mathml: bool = False) -> bleach.Cleaner:
+    key = "cleaner_mathml" if mathml else "cleaner"
+    c = getattr(_local, key, None)
     if c is None:
-        c = _local.cleaner = bleach.Cleaner(
-            tags=ALLOWED_TAGS, attributes=_bleach_attr, protocols={"http", "https", "mailto", "data"},
-            strip=True, strip_comments=True,
+        c = bleach.Cleaner(
+            tags=ALLOWED_TAGS | MATHML_TAGS if mathml else ALLOWED_TAGS,
+            attributes=_bleach_attr_mathml if mathml else _bleach_attr,
+            protocols={"http", "https", "mailto", "data"}, strip=True, strip_comments=True,
             css_sanitizer=CSSSanitizer(allowed_css_properties=SAFE_CSS, allowed_svg_properties=()))
+        setattr(_local, key, c)
     return c
 
 
-def _first_pass(root, findings: list[str], id_prefix: str, strict_style: bool) -> None:
+def _first_pass(root, findings: list[str], id_prefix: str, strict_style: bool, mathml: bool = False) -> None:
     """Clean the html5lib tree in place: drop dangerous subtrees, unwrap unknown tags, strip
-    attributes; append a short description of each active thing removed to ``findings``."""
+    attributes; append a short description of each active thing removed to ``findings``.
+    With ``mathml``, ``<math>`` elements are kept, cleaned by :func:`_clean_math`."""
     def note(what: str) -> None:
         if what not in findings:
             findings.append(what)
@@ -247,6 +277,10 @@ def _first_pass(root, findings: list[str], id_prefix: str, strict_style: bool) -
                 _remove(parent, i, keep_children=False)
                 continue
             if tag.startswith("{"):  # svg, math and anything namespaced
+                if mathml and tag == _MATH:
+                    _clean_math(el, note)
+                    i += 1
+                    continue
                 note("<" + tag.split("}", 1)[1] + ">")
                 _remove(parent, i, keep_children=False)
                 continue
@@ -330,18 +364,22 @@ def _serialize(root) -> str:
     return s.render(_WALKER(root))
 
 
-def sanitize_html(fragment: str, id_prefix: str = ID_PREFIX, strict_style: bool = False) -> tuple[str, list[str]]:
+def sanitize_html(fragment: str, id_prefix: str = ID_PREFIX, strict_style: bool = False,
+                  mathml: bool = False) -> tuple[str, list[str]]:
     """Clean an HTML fragment. Returns the clean HTML and the list of active things removed
     (``"<script>"``, ``"onerror attribute"``, ``"remote image"``, ...); inert removals
     (comments, unknown tags, relative links) are not listed, nor is a ``<style>`` element
-    (pandas puts one before every table) unless it loads something or ``strict_style``."""
+    (pandas puts one before every table) unless it loads something or ``strict_style``.
+    ``mathml``: keep ``<math>`` (the feedback page's rendered formulas), limited to the
+    presentation elements and attributes of :data:`MATHML_TAGS`/:data:`MATHML_ATTRS`;
+    otherwise MathML is removed like SVG."""
     fragment = fragment if isinstance(fragment, str) else str(fragment)
     if not fragment:
         return "", []
     findings: list[str] = []
     root = _parser().parseFragment(fragment)
-    _first_pass(root, findings, id_prefix, strict_style)
-    return _cleaner().clean(_serialize(root)), findings
+    _first_pass(root, findings, id_prefix, strict_style, mathml)
+    return _cleaner(mathml).clean(_serialize(root)), findings
 
 
 def clean_html_filter(element: Any) -> str:
@@ -352,17 +390,238 @@ def clean_html_filter(element: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------
+# Maths: LaTeX rendered to MathML when the page is made (no script, no CDN)
+# --------------------------------------------------------------------------------------
+
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+_MATH = "{%s}math" % MATHML_NS
+#: The MathML elements kept: the presentation elements latex2mathml writes, nothing else
+#: (no ``maction``, ``semantics``, ``annotation``/``annotation-xml``, ``mglyph``, ``ms``).
+MATHML_TAGS = frozenset("""
+    math mrow mi mn mo mtext mspace msqrt mroot mfrac msub msup msubsup munder mover munderover
+    mtable mtr mtd mstyle mpadded mphantom menclose
+""".split())
+#: Attributes per element: those latex2mathml writes, nothing else. Not ``href``,
+#: ``style`` or ``class`` (which its ``\\href``, ``\\style`` and ``\\class`` write, dropped),
+#: ``xlink:*``, ``src``, ``id``, event handlers, ``actiontype`` or ``encoding``.
+MATHML_ATTRS = {
+    "math": {"display", "alttext"},  # alttext: the formula's TeX, as text (copying, screen readers)
+    "mi": {"mathvariant"}, "mn": {"mathvariant"}, "mtext": {"mathvariant"},
+    "mo": {"mathvariant", "stretchy", "fence", "form", "separator", "lspace", "rspace", "minsize", "maxsize",
+           "movablelimits", "largeop", "accent"},
+    "mover": {"accent"},
+    "mfrac": {"linethickness"},
+    "mspace": {"width", "height", "depth", "linebreak", "mathbackground"},
+    "mpadded": {"width", "height", "depth", "lspace", "voffset", "mathbackground"},
+    "mstyle": {"mathcolor", "mathsize", "displaystyle", "scriptlevel"},
+    "mtable": {"columnspacing", "rowspacing", "rowlines", "columnlines", "displaystyle"},
+    "mtd": {"columnalign"},
+    "menclose": {"notation"},
+}
+#: Attribute values: words, numbers, lengths and #colours only (no ``:``, ``(``, quotes).
+_MATHML_VALUE = re.compile(r"^[A-Za-z0-9 #.+\-%]{0,80}$")
+_MATHML_MAX_DEPTH = 100
+#: The longest formula converted; a longer one is shown as TeX.
+MAX_TEX_CHARS = 4000
+#: Environments latex2mathml renders faithfully; any other is shown as TeX.
+TEX_ENVIRONMENTS = frozenset("""
+    matrix matrix* pmatrix pmatrix* bmatrix bmatrix* Bmatrix Bmatrix* vmatrix vmatrix* Vmatrix Vmatrix*
+    smallmatrix array cases split align align* equation equation*
+""".split())
+#: Rewrites to what latex2mathml knows (``aligned`` inside ``$$``, ``\\arg``, labels).
+_TEX_REWRITES = [
+    (re.compile(r"\\(begin|end)\{aligned\}"), r"\\\1{align*}"),
+    (re.compile(r"\\operatorname\*"), r"\\operatorname"),
+    (re.compile(r"\\arg(?![A-Za-z])"), r"\\operatorname{arg}"),
+    (re.compile(r"\\(?:nonumber|notag)(?![A-Za-z])|\\label\{[^{}]*\}"), ""),
+]
+#: Macro definitions (latex2mathml expands them: a recursive one would never end).
+_TEX_REFUSED = re.compile(r"\\(?:newcommand|renewcommand|providecommand|def|gdef|edef|xdef|let|newenvironment|"
+                          r"renewenvironment|DeclareMathOperator)(?![A-Za-z])")
+_TEX_ENV = re.compile(r"\\(?:begin|end)\s*\{([^{}]*)\}")
+#: A command latex2mathml did not know comes out as its name in a token element.
+_LEAKED_COMMAND = re.compile(r"\\[A-Za-z]")
+
+
+class _Unconvertible(Exception):
+    pass
+
+
+def _mathml_attr_ok(tag: str, name: str, value: str) -> bool:
+    name = name.lower()
+    if name not in MATHML_ATTRS.get(tag, ()):
+        return False
+    if name == "display":
+        return value in ("block", "inline")
+    if name == "alttext":
+        return len(value or "") <= MAX_TEX_CHARS and not _CONTROL.search((value or "").replace("\n", " "))
+    return bool(_MATHML_VALUE.match(value or ""))
+
+
+def _clean_math(el, note, depth: int = 0) -> None:
+    """Clean a ``<math>`` subtree of the html5lib tree in place: MathML elements of the
+    allow-list with their allowed attributes and text; anything else (HTML inside token
+    elements, ``annotation-xml``, ``maction``, SVG, comments) goes with its content."""
+    tag = el.tag.split("}", 1)[1]
+    for name in list(el.attrib):
+        value = el.attrib[name]
+        local = name.split("}", 1)[-1] if isinstance(name, str) else str(name)
+        if not isinstance(name, str) or name.startswith("{") or not _mathml_attr_ok(tag, name, value):
+            del el.attrib[name]
+            verdict = _attr_verdict(tag, local, value)
+            if verdict.endswith((" attribute", " URL")):
+                note(verdict)
+            elif local.lower() in URL_ATTRS:
+                note(f"{local.lower()}= on <{tag}>")
+            elif local.lower() in ("actiontype", "encoding"):
+                note(f"{local.lower()}= on <{tag}>")
+    i = 0
+    while i < len(el):
+        child = el[i]
+        ctag = child.tag if isinstance(child.tag, str) else None
+        local = ctag.split("}", 1)[1] if ctag and ctag.startswith("{") else ctag
+        if (ctag is not None and ctag.startswith("{%s}" % MATHML_NS) and local in MATHML_TAGS
+                and local != "math" and depth < _MATHML_MAX_DEPTH):
+            _clean_math(child, note, depth + 1)
+            i += 1
+            continue
+        if ctag is not None:
+            note(f"<{local}> in MathML")
+        _remove(el, i, keep_children=False)
+
+
+def _tex_ready(tex: str) -> str:
+    """``tex`` rewritten for latex2mathml, or :class:`_Unconvertible`."""
+    if len(tex) > MAX_TEX_CHARS or _TEX_REFUSED.search(tex):
+        raise _Unconvertible("too long or defines macros")
+    for pattern, repl in _TEX_REWRITES:
+        tex = pattern.sub(repl, tex)
+    for env in _TEX_ENV.findall(tex):
+        if env.strip() not in TEX_ENVIRONMENTS:
+            raise _Unconvertible(f"environment {env}")
+    if not tex.strip():
+        raise _Unconvertible("empty")
+    return tex
+
+
+def _serialize_mathml(el, out: list[str], depth: int = 0) -> None:
+    """latex2mathml's ElementTree as HTML: allow-listed elements and attributes, text
+    escaped (latex2mathml writes character references as text, and ``\\text{<b>}`` raw)."""
+    tag = el.tag
+    if tag not in MATHML_TAGS or depth > _MATHML_MAX_DEPTH or (tag == "math" and depth):
+        raise _Unconvertible(f"<{tag}>")
+    attrs = "".join(f' {k}="{htmllib.escape(v, quote=True)}"' for k, v in el.attrib.items()
+                    if _mathml_attr_ok(tag, k, v))
+    text = htmllib.unescape(el.text or "")
+    if tag in ("mi", "mo", "mn", "mtext") and (_LEAKED_COMMAND.search(text) or text.strip() == "&"):
+        raise _Unconvertible(f"unknown command {text[:40]!r}")
+    out.append(f"<{tag}{attrs}>{htmllib.escape(text, quote=False)}")
+    for child in el:
+        _serialize_mathml(child, out, depth + 1)
+        if child.tail:
+            out.append(htmllib.escape(htmllib.unescape(child.tail), quote=False))
+    out.append(f"</{tag}>")
+
+
+@functools.lru_cache(maxsize=2048)
+def tex_to_mathml(tex: str, display: bool = False) -> str | None:
+    """MathML (an HTML fragment, ``<math display=... alttext=TeX>``) for a LaTeX formula
+    without its delimiters, or None where latex2mathml is missing, fails, or would misrender it (an
+    unknown command or environment, a macro definition, a formula over
+    :data:`MAX_TEX_CHARS`). Only allow-listed elements and attributes are written."""
+    try:
+        from latex2mathml.converter import convert_to_element
+    except ImportError:  # pragma: no cover - a dependency of the course
+        return None
+    try:
+        element = convert_to_element(_tex_ready(tex), display="block" if display else "inline")
+        element.attrib.pop("xmlns", None)
+        element.set("alttext", re.sub(r"\s+", " ", tex).strip())
+        out: list[str] = []
+        _serialize_mathml(element, out)
+    except (Exception, RecursionError):
+        return None
+    return "".join(out)
+
+
+def math_html(tex: str, display: bool, source: str) -> str:
+    """The MathML of ``tex``, or its ``source`` (with delimiters) as escaped text in
+    ``<code class="tex-source">`` when it cannot be converted."""
+    mathml = tex_to_mathml(tex, display)
+    if mathml is not None:
+        return mathml
+    return f'<code class="tex-source">{htmllib.escape(source, quote=False)}</code>'
+
+
+_LATEX_MATH = re.compile(r"""
+    (?<!\\)\$\$(?P<dd>.+?)(?<!\\)\$\$
+  | (?<!\\)\\\[(?P<br>.+?)(?<!\\)\\\]
+  | (?<!\\)\\\((?P<pa>.+?)(?<!\\)\\\)
+  | (?P<env>\\begin\{(?P<name>[A-Za-z]+\*?)\}.*?\\end\{(?P=name)\})
+  | (?<![\\$])\$(?P<d>.+?)(?<![\\$])\$
+""", re.S | re.X)
+
+
+def latex_output_html(text: Any) -> str:
+    """Jinja filter ``tex2mathml`` for ``text/latex`` outputs (``$\\displaystyle ...$``
+    from sympy, ``Latex(...)``, ``Math(...)``): each formula as MathML (or its TeX), the
+    text around them escaped; the result cleaned with the MathML allow-list."""
+    text = _text(text)
+    out, pos = [], 0
+    for m in _LATEX_MATH.finditer(text):
+        out.append(htmllib.escape(text[pos:m.start()], quote=False))
+        if m.group("env") is not None:
+            out.append(math_html(m.group("env"), True, m.group(0)))
+        else:
+            tex = m.group("dd") or m.group("br") or m.group("pa") or m.group("d")
+            out.append(math_html(tex, m.group("pa") is None and m.group("d") is None, m.group(0)))
+        pos = m.end()
+    out.append(htmllib.escape(text[pos:], quote=False))
+    return sanitize_html("".join(out), mathml=True)[0]
+
+
+_MATHML_RENDERER = None
+
+
+def _mathml_renderer_class():
+    """nbconvert's markdown renderer, with formulas written as MathML instead of being
+    left as TeX for MathJax."""
+    global _MATHML_RENDERER
+    if _MATHML_RENDERER is None:
+        from nbconvert.filters.markdown_mistune import IPythonRenderer
+
+        class MathMLRenderer(IPythonRenderer):
+            def block_math(self, body: str) -> str:
+                return math_html(body, True, f"$${body}$$")
+
+            def inline_math(self, body: str) -> str:
+                return math_html(body, False, f"${body}$")
+
+            def latex_environment(self, name: str, body: str) -> str:
+                source = f"\\begin{{{name}}}{body}\\end{{{name}}}"
+                return math_html(source, True, source)
+
+            def multiline_math(self, text: str) -> str:  # mistune < 3
+                return latex_output_html(text)
+
+        _MATHML_RENDERER = MathMLRenderer
+    return _MATHML_RENDERER
+
+
+# --------------------------------------------------------------------------------------
 # Markdown
 # --------------------------------------------------------------------------------------
 
-def render_markdown(source: str, attachments: dict | None = None) -> str:
+def render_markdown(source: str, attachments: dict | None = None, mathml: bool = False) -> str:
     """Render markdown the way nbconvert's HTMLExporter does (``markdown2html`` with images
-    not embedded, then ``strip_files_prefix``), raw HTML and all."""
+    not embedded, then ``strip_files_prefix``), raw HTML and all; formulas left as TeX,
+    or with ``mathml`` as the feedback page writes them."""
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
     from nbconvert.filters.strings import strip_files_prefix
 
-    renderer = IPythonRenderer(escape=False, attachments=attachments or {}, embed_images=False, path="",
-                               anchor_link_text="¶", exclude_anchor_links=False)
+    cls = _mathml_renderer_class() if mathml else IPythonRenderer
+    renderer = cls(escape=False, attachments=attachments or {}, embed_images=False, path="",
+                   anchor_link_text="¶", exclude_anchor_links=False)
     return strip_files_prefix(MarkdownWithMath(renderer=renderer).render(source))
 
 
@@ -569,17 +828,44 @@ def neutralise_markdown(source: str, attachments: dict | None = None) -> tuple[s
 class SafeMarkdown2HTML(LoggingConfigurable):
     """Jinja filter ``markdown2html`` for an HTMLExporter: the exporter's own rendering
     (attachments, anchors), then :func:`sanitize_html`. nbgrader's feedback and formgrade
-    templates render markdown cells without ``clean_html``; this covers them."""
+    templates render markdown cells without ``clean_html``; this covers them. Formulas
+    stay TeX (the formgrader's MathJax typesets them)."""
 
     jinja_pass_arg = pass_context(lambda context, source: source).jinja_pass_arg  # jinja passes the context
+    #: write formulas as MathML (and keep MathML through the allow-list)
+    mathml = False
 
     def __call__(self, context, source):
         exporter = self.parent
-        if exporter is not None and hasattr(exporter, "markdown2html"):
+        cell = context.get("cell") or {}
+        if self.mathml:
+            rendered = self._render_mathml(exporter, context, source)
+        elif exporter is not None and hasattr(exporter, "markdown2html"):
             rendered = exporter.markdown2html(context, source)
         else:
-            rendered = render_markdown(source, (context.get("cell") or {}).get("attachments"))
-        return sanitize_html(rendered)[0]
+            rendered = render_markdown(source, cell.get("attachments"))
+        return sanitize_html(rendered, mathml=self.mathml)[0]
+
+    @staticmethod
+    def _render_mathml(exporter, context, source) -> str:
+        """``HTMLExporter.markdown2html`` with :func:`_mathml_renderer_class`."""
+        from nbconvert.filters.markdown_mistune import MarkdownWithMath
+
+        cell = context.get("cell") or {}
+        if exporter is None or not hasattr(exporter, "anchor_link_text"):
+            return render_markdown(source, cell.get("attachments"), mathml=True)
+        renderer = _mathml_renderer_class()(
+            escape=False, attachments=cell.get("attachments", {}) or {}, embed_images=exporter.embed_images,
+            path=(context.get("resources") or {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=exporter.anchor_link_text, exclude_anchor_links=exporter.exclude_anchor_links,
+            **exporter.lexer_options)
+        return MarkdownWithMath(renderer=renderer).render(source)
+
+
+class FeedbackMarkdown2HTML(SafeMarkdown2HTML):
+    """``markdown2html`` of the feedback page: formulas as MathML, no MathJax needed."""
+
+    mathml = True
 
 
 # --------------------------------------------------------------------------------------
@@ -790,6 +1076,103 @@ class SanitizeNotebook(NbGraderPreprocessor):
 
 
 # --------------------------------------------------------------------------------------
+# The grader's paths in tracebacks and printed output
+# --------------------------------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+#: An absolute (or ``~/``) path: not inside a word, a URL, another path or after one of
+#: the neutral forms below (``<course>/data/...`` stays as it is).
+_ABS_PATH = re.compile(r"(?<![\w.\-~/@%+>])~?/[^\s'\"`<>:|,;()\[\]{}\\*?]+")
+_IPYKERNEL_CELL = re.compile(r"/(?:ipykernel|xpython)_\d+/[\w\-]+\.py$")
+_PACKAGES = re.compile(r"/(?:site|dist)-packages(?=/|$)")
+_STDLIB = re.compile(r"/lib(?:64)?/(?:pypy|python)\d+(?:\.\d+)?t?(?=/|$)")
+_HOME = re.compile(r"^(?:~|/root|/home/[^/]+|/Users/[^/]+|/tmp/home)(?=/|$)")
+#: First folders of absolute paths that say where and how grading runs; a path under one
+#: that no rule above names keeps only its file name (``<path>/x.csv``).
+GRADER_ROOTS = frozenset("""
+    root home work workspace workspaces tmp var srv mnt opt scratch data builds content app Users private media
+""".split())
+
+
+def _course_roots() -> list[str]:
+    roots = {str(Path(__file__).resolve().parent.parent)}
+    try:
+        roots.add(os.getcwd())  # nbgrader converts with the course directory as working directory
+    except OSError:  # pragma: no cover
+        pass
+    return sorted((r.rstrip("/") for r in roots if r.count("/") >= 2), key=len, reverse=True)
+
+
+def _neutral_path(path: str, roots: list[str]) -> str | None:
+    if _IPYKERNEL_CELL.search(path):
+        return "<cell>"
+    found = list(_PACKAGES.finditer(path))
+    if found:
+        return "<site-packages>" + path[found[-1].end():]
+    found = list(_STDLIB.finditer(path))
+    if found:
+        return "<python>" + path[found[-1].end():]
+    for root in roots:
+        if path == root or path.startswith(root + "/"):
+            return "<course>" + path[len(root):]
+    m = _HOME.match(path)
+    if m:
+        return "<home>" + path[m.end():]
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] in GRADER_ROOTS:
+        return "<path>/" + parts[-1] if parts[-1] else "<path>"
+    return None
+
+
+def neutral_paths(text: str, roots: list[str] | None = None) -> str:
+    """``text`` with the grader's paths replaced: ``<site-packages>/torch/nn/...``,
+    ``<python>/json/...`` (the standard library), ``<cell>`` (ipykernel's file of a
+    cell), ``<course>/...`` (the course folder), ``<home>/...``, and ``<path>/name`` for
+    other paths under a folder such as ``/tmp`` or ``/work``. ANSI colours, line numbers
+    and everything else stay; idempotent."""
+    if not isinstance(text, str) or "/" not in text:
+        return text
+    roots = _course_roots() if roots is None else roots
+
+    def plain(piece: str) -> str:
+        return _ABS_PATH.sub(lambda m: _neutral_path(m.group(0), roots) or m.group(0), piece)
+
+    out, pos = [], 0
+    for m in _ANSI.finditer(text):
+        out.append(plain(text[pos:m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(plain(text[pos:]))
+    return "".join(out)
+
+
+class NeutralisePaths(NbGraderPreprocessor):
+    """Replace the grader's paths (its virtual environment, Python, home, course folder,
+    ipykernel's cell files) with neutral forms in error outputs (``traceback`` and
+    ``evalue``) and stream outputs: :func:`neutral_paths`. A student learns nothing of the
+    grading machine from a traceback, and the rest of the text stays as it was."""
+
+    def preprocess(self, nb: NotebookNode, resources: dict | None = None):
+        roots = _course_roots()
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") != "code":
+                continue
+            for out in cell.get("outputs", []) or []:
+                if not isinstance(out, dict):
+                    continue
+                kind = out.get("output_type")
+                if kind == "stream" and isinstance(out.get("text"), (str, list)):
+                    out["text"] = neutral_paths(_text(out["text"]), roots)
+                elif kind == "error":
+                    if isinstance(out.get("evalue"), str):
+                        out["evalue"] = neutral_paths(out["evalue"], roots)
+                    if isinstance(out.get("traceback"), list):
+                        out["traceback"] = [neutral_paths(x, roots) if isinstance(x, str) else x
+                                            for x in out["traceback"]]
+        return nb, resources if resources is not None else {}
+
+
+# --------------------------------------------------------------------------------------
 # Configuration of nbconvert for the feedback export and the formgrader
 # --------------------------------------------------------------------------------------
 
@@ -820,13 +1203,190 @@ def configure(c: Config) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# The feedback page: the course's template, its filters and its outline
+# --------------------------------------------------------------------------------------
+
+#: The course's nbconvert templates: ``feedback`` extends nbgrader's template of that name.
+FEEDBACK_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def _nbgrader_template_dirs() -> tuple[str, str]:
+    """nbgrader's template folder and the bootstrap CSS its feedback template inlines."""
+    import nbgrader
+
+    formgrader = Path(nbgrader.__file__).resolve().parent / "server_extensions" / "formgrader"
+    return str(formgrader / "templates"), str(formgrader / "static" / "node_modules" / "bootstrap" / "dist" / "css")
+
+
+def feedback_filters() -> dict[str, Any]:
+    """Jinja filters of the feedback exporter: :func:`configure`'s cleaning ones, markdown
+    with MathML, ``text/latex`` outputs as MathML, and the outline."""
+    return {"clean_html": clean_html_filter, "markdown2html": FeedbackMarkdown2HTML,
+            "tex2mathml": latex_output_html, "feedback_outline": feedback_outline}
+
+
+def configure_feedback(c: Config) -> None:
+    """Make nbgrader's GenerateFeedback (and only it: the settings are nested under
+    ``GenerateFeedback``, so the formgrader's exporter keeps nbgrader's templates) render
+    with the course's ``feedback`` template (:data:`FEEDBACK_TEMPLATES`), which extends
+    nbgrader's: maths as MathML and no MathJax, an outline by exercise. The template keeps
+    its name, ``feedback``, which nbgrader's API sets explicitly; our folder comes first
+    among the template folders, nbgrader's (on the loader's path) is what it extends."""
+    nbgrader_templates, bootstrap_css = _nbgrader_template_dirs()
+    exporter = c.GenerateFeedback.HTMLExporter
+    exporter.extra_template_basedirs = [str(FEEDBACK_TEMPLATES), nbgrader_templates]
+    # bootstrap_css: what nbgrader's GenerateFeedback puts there itself (include_css)
+    exporter.extra_template_paths = [bootstrap_css, nbgrader_templates]
+    # (a nested dict replaces the HTMLExporter's: keep any filter configured there)
+    filters = dict(c.HTMLExporter.filters) if "filters" in c.HTMLExporter else {}
+    filters.update(feedback_filters())
+    exporter.filters = filters
+
+
+_POINTS_MARK = re.compile(r"\s*[(\[]\s*\d+(?:\.\d+)?\s*(?:points?|pts?\.?|marks?)\s*[)\]]", re.I)
+_ATX = re.compile(r"^ {0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_SETEXT = re.compile(r"^ {0,3}(?:=+|-+)[ \t]*$")
+_BOLD_LEAD = re.compile(r"^ {0,3}(\*\*|__)(.+?)\1")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _outline_label(text: str) -> str:
+    t = _POINTS_MARK.sub("", text)
+    t = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", t)
+    t = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", t)
+    t = re.sub(r"<[^>]*>", "", t)
+    t = t.replace("**", "").replace("__", "").replace("`", "")
+    t = re.sub(r"(?<![\w*])\*(?=\S)([^*]*?)(?<=\S)\*(?![\w*])", r"\1", t)
+    t = _CONTROL.sub(" ", htmllib.unescape(t))
+    t = re.sub(r"\s+", " ", t).strip().rstrip(".:").strip()
+    return t if len(t) <= 120 else t[:119].rstrip() + "…"
+
+
+def _markdown_titles(source: str) -> list[tuple[str, str]]:
+    """('heading' | 'lead', label) in the order they appear: ATX and setext headings, and
+    bold leads with a points mark (``**Question 1 (3 points).** ...``) that start a
+    paragraph. Fenced code is skipped."""
+    found: list[tuple[str, str]] = []
+    for fenced, text in _split_fenced(source):
+        if fenced:
+            continue
+        prev = ""
+        for line in text.splitlines():
+            m = _ATX.match(line)
+            if m:
+                found.append(("heading", m.group(1)))
+            elif _SETEXT.match(line) and prev.strip() and not _ATX.match(prev) and not prev.lstrip().startswith(
+                    ("-", "*", "+", ">", "|")):
+                found.append(("heading", prev.strip()))
+            elif not prev.strip():
+                lead = _BOLD_LEAD.match(line)
+                if lead and _POINTS_MARK.search(lead.group(2)):
+                    found.append(("lead", lead.group(2)))
+            prev = line
+    return [(kind, label) for kind, label in ((k, _outline_label(t)) for k, t in found) if label]
+
+
+def _number(x: Any) -> str:
+    if x is None or isinstance(x, bool):
+        return "–"
+    try:
+        return f"{float(x):.2f}".rstrip("0").rstrip(".")
+    except (TypeError, ValueError):
+        return "–"
+
+
+def _float_or_none(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def feedback_outline(nb: Any) -> list[dict[str, Any]]:
+    """The feedback page's outline: one entry per exercise, in notebook order.
+
+    A grade (or task) cell is named by the nearest title above it in a *locked* markdown
+    cell (nbgrader metadata ``locked: true``: instructions restored from the release
+    before grading; a markdown cell the student added or edited never names anything):
+    a heading (``## 1. Scaled dot-product attention (14 points)`` gives
+    ``1. Scaled dot-product attention``), or a bold lead with a points mark
+    (``**Question 1 (3 points).** ...`` gives ``Question 1``), which names the cells after
+    it up to the first written answer. Consecutive grade cells under the same title make
+    one entry with their scores summed; a cell without a title is an entry named by its
+    grade_id. Each entry is a dict: ``label``, ``named`` (False: the label is a grade_id),
+    ``anchor`` (grade_id of its first cell), ``score``/``points`` and their texts
+    (``score_text``, ``points_text``; a missing score is ``–``), ``parts`` (one per cell:
+    ``grade_id``, ``kind`` ``tests``/``code answer``/``written answer``/``task``, texts)
+    and ``comments`` (grade_ids with a grader's comment, anchored ``comment-<id>``: a
+    solution cell's goes with the next grade cell). Labels are plain text: the template
+    escapes them."""
+    cells = nb.get("cells", []) if isinstance(nb, dict) else []
+    entries: list[dict[str, Any]] = []
+    heading: tuple[Any, str] | None = None
+    lead: tuple[Any, str] | None = None
+    pending: list[str] = []  # grade_ids of commented solution cells not yet followed by a grade cell
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            continue
+        meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+        nbg = meta.get("nbgrader") if isinstance(meta.get("nbgrader"), dict) else {}
+        kind = cell.get("cell_type")
+        title = lead or heading
+        key = title[0] if title else None
+        grade_id = nbg.get("grade_id") if isinstance(nbg.get("grade_id"), str) else ""
+        graded = bool(nbg.get("grade") is True or (nbg.get("task") is True and kind == "markdown")) and grade_id
+        if graded:
+            part_kind = ("task" if nbg.get("task") is True else "written answer" if kind == "markdown"
+                         else "code answer" if nbg.get("solution") is True else "tests")
+            score, points = _float_or_none(nbg.get("score")), _float_or_none(nbg.get("points")) or 0.0
+            part = {"grade_id": grade_id, "kind": part_kind, "score": score, "points": points,
+                    "score_text": _number(score), "points_text": _number(points)}
+            last = entries[-1] if entries else None
+            if key is not None and last is not None and last["_key"] == key:
+                last["parts"].append(part)
+                scores = [p["score"] for p in last["parts"]]
+                last["score"] = None if all(s is None for s in scores) else sum(s or 0.0 for s in scores)
+                last["points"] += points
+                last["score_text"], last["points_text"] = _number(last["score"]), _number(last["points"])
+            else:
+                entries.append({"label": title[1] if title else grade_id, "named": title is not None,
+                                "anchor": grade_id, "score": score, "points": points, "score_text": _number(score),
+                                "points_text": _number(points), "parts": [part], "comments": pending, "_key": key})
+                pending = []
+            if kind == "markdown":
+                lead = None  # a written answer ends its question
+        comment = nbg.get("comment")
+        if grade_id and isinstance(comment, str) and comment.strip() and (
+                nbg.get("solution") is True or nbg.get("task") is True):
+            if graded:
+                entries[-1]["comments"].append(grade_id)
+            else:  # a solution cell's comment goes with the grade cell that follows it
+                pending.append(grade_id)
+        if kind == "markdown" and nbg.get("locked") is True:
+            for position, (what, label) in enumerate(_markdown_titles(_text(cell.get("source", "")))):
+                if what == "heading":
+                    heading, lead = ((index, position), label), None
+                else:
+                    lead = ((index, position), label)
+    if pending and entries:
+        entries[-1]["comments"].extend(pending)
+    elif pending:
+        entries.append({"_key": None, "label": "Comments", "named": True, "anchor": "comment-" + pending[0],
+                        "score": None, "points": 0.0, "score_text": "", "points_text": "", "parts": [],
+                        "comments": pending})
+    for e in entries:
+        del e["_key"]
+    return entries
+
+
+# --------------------------------------------------------------------------------------
 # Content-Security-Policy for feedback pages
 # --------------------------------------------------------------------------------------
 
 #: Marks a page this module has hardened.
 CSP_MARKER = 'http-equiv="Content-Security-Policy"'
-_MATHJAX_CONFIG = re.compile(r'<script type="text/x-mathjax-config">(.*?)</script>', re.S)
-_SCRIPT_SRC = re.compile(r'<script\b[^>]*\bsrc="([^"]+)"[^>]*>', re.I)
 _HEAD = re.compile(r"<head\b[^>]*>", re.I)
 
 
@@ -837,13 +1397,15 @@ def _empty_notebook() -> NotebookNode:
 
 
 def _feedback_exporter(template_name: str = "feedback"):
-    """The HTMLExporter of nbgrader's GenerateFeedback converter, built by it."""
+    """The HTMLExporter of nbgrader's GenerateFeedback converter, built by it with the
+    course's settings (:func:`configure`, :func:`configure_feedback`)."""
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
 
     c = Config()
     configure(c)
+    configure_feedback(c)
     c.HTMLExporter.template_name = template_name
     converter = GenerateFeedback(coursedir=CourseDirectory(config=c), config=c)
     exporter = converter.exporter_class(parent=converter, config=converter.config)
@@ -855,48 +1417,23 @@ def _dummy_resources() -> dict:
     return {"nbgrader": {"notebook": "notebook", "score": 0.0, "max_score": 0.0, "late_penalty": 0.0}}
 
 
-def _rewrite_mathjax(page: str, ref_block: str | None) -> str:
-    """Make MathJax work without ``eval``: its in-page ``text/x-mathjax-config`` block (which
-    MathJax 2 evaluates with eval) becomes a plain script that registers the same code as a
-    startup hook; ``latest.js`` (which asks a CDN API for a version) becomes ``MathJax.js``."""
-    head_end = page.find("</head>")
-    if head_end == -1:
-        return page
-    head, rest = page[:head_end], page[head_end:]
-    if ref_block and ref_block in head:
-        body = _MATHJAX_CONFIG.match(ref_block).group(1)
-        hook = ('<script>window.MathJax = {AuthorInit: function () {\n'
-                'MathJax.Hub.Register.StartupHook("Begin", function () {' + body + '});\n}};</script>')
-        head = head.replace(ref_block, "", 1)
-        first_src = _SCRIPT_SRC.search(head)
-        at = first_src.start() if first_src else len(head)
-        head = head[:at] + hook + "\n" + head[at:]
-    head = re.sub(r'(<script\b[^>]*\bsrc="[^"]*/mathjax/[^"/]*/)latest\.js', r"\1MathJax.js", head)
-    return head + rest
-
-
 class _Reference:
-    """What the template itself puts in a page: learnt from rendering an empty notebook."""
+    """What the template itself puts in a page: learnt from rendering an empty notebook.
+    The course's feedback template has no script at all (maths is MathML, rendered by the
+    browser), so its policy allows none; a template that had some would get exactly its
+    own inline scripts (by hash) and script URLs."""
 
     def __init__(self, template_name: str):
         exporter = _feedback_exporter(template_name)
-        page, _ = exporter.from_notebook_node(_empty_notebook(), resources=_dummy_resources())
-        head = page[: page.find("</head>")]
-        m = _MATHJAX_CONFIG.search(head)
-        self.mathjax_block = m.group(0) if m else None
-        self.page = _rewrite_mathjax(page, self.mathjax_block)
+        self.page, _ = exporter.from_notebook_node(_empty_notebook(), resources=_dummy_resources())
         doc = html5lib.parse(self.page, treebuilder="etree", namespaceHTMLElements=False)
         self.hashes: list[str] = []
         self.sources: list[str] = []
-        self.mathjax_dir: str | None = None
         for s in doc.iter("script"):
             src = s.get("src")
             typ = (s.get("type") or "").strip().lower()
             if src:
                 base = src.split("?", 1)[0].split("#", 1)[0]
-                if re.search(r"/mathjax/[^/]+/(MathJax|latest)\.js$", base, re.I):
-                    self.mathjax_dir = base.rsplit("/", 1)[0] + "/"
-                    base = self.mathjax_dir
                 if base not in self.sources:
                     self.sources.append(base)
             elif typ in ("", "text/javascript", "application/javascript", "module"):
@@ -906,13 +1443,12 @@ class _Reference:
 
     def policy(self) -> str:
         scripts = [f"'sha256-{h}'" for h in self.hashes] + self.sources
-        fonts = ([self.mathjax_dir] if self.mathjax_dir else []) + ["data:"]
         return "; ".join([
             "default-src 'none'",
             "script-src " + (" ".join(scripts) if scripts else "'none'"),
             "style-src 'unsafe-inline'",
             "img-src data:",
-            "font-src " + " ".join(fonts),
+            "font-src data:",
             "connect-src 'none'",
             "media-src 'none'",
             "object-src 'none'",
@@ -936,10 +1472,10 @@ def feedback_csp(template_name: str = "feedback") -> str:
 
 def harden_feedback_html(path: Path | str, template_name: str = "feedback") -> None:
     """Put a Content-Security-Policy ``<meta>`` first in the ``<head>`` of a feedback page
-    (and a no-referrer policy), and let MathJax run without eval. Scripts allowed: those
-    of the template itself, by the sha256 of each, learnt from an empty notebook rendered
-    through the same exporter and template, and the MathJax folder on its CDN. A script
-    that sanitising should ever miss has no hash, so it does not run. Idempotent."""
+    (and a no-referrer policy). Scripts allowed: those of the template itself, by the
+    sha256 of each, learnt from an empty notebook rendered through the same exporter and
+    template (the course's template has none: no script runs). A script that sanitising
+    should ever miss has no hash, so it does not run. Idempotent."""
     path = Path(path)
     page = path.read_text(encoding="utf-8")
     head = _HEAD.search(page)
@@ -948,8 +1484,6 @@ def harden_feedback_html(path: Path | str, template_name: str = "feedback") -> N
     if CSP_MARKER in page[head.end(): page.find("</head>") if "</head>" in page else len(page)]:
         return
     ref = _reference(template_name)
-    page = _rewrite_mathjax(page, ref.mathjax_block)
-    head = _HEAD.search(page)
     meta = (f'\n<meta {CSP_MARKER} content="{htmllib.escape(ref.policy(), quote=True)}">'
             '\n<meta name="referrer" content="no-referrer">')
     page = page[: head.end()] + meta + page[head.end():]

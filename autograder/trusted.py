@@ -270,7 +270,7 @@ class RemoteObject:
         """Gradients of ``<method>(*inputs)`` (its first output) given ``grad_output``:
         ``([d input_i], {parameter name: d parameter})``."""
         r = self._h._request("grad", target=self.ref.oid, name=method, args=inputs, kwargs=kwargs,
-                             grad_output=wire.encode(grad_output))
+                             grad_output=grad_output)
         if not isinstance(r, dict) or not isinstance(r.get("inputs"), list) or not isinstance(r.get("params"), dict):
             raise BadAnswer("gradients could not be read")
         return r["inputs"], r["params"]
@@ -283,6 +283,9 @@ class Handle:
         self._run = run_request
         self._nb = notebook
         self._known_index: _SourceIndex | None = None
+        #: a dict the checks of one grade cell share (one Handle per grade cell): build an
+        #: expensive reference or remote object once, e.g. ``h.cache.setdefault(key, make())``
+        self.cache: dict[Any, Any] = {}
 
     @property
     def _known(self) -> _SourceIndex:
@@ -294,9 +297,12 @@ class Handle:
 
     # -- requests --------------------------------------------------------------------------
     def _request(self, op: str, **fields) -> Any:
+        seen: dict[int, int] = {}  # one request: a tensor passed twice arrives as one object
         for key in ("args", "kwargs"):
             if key in fields:
-                fields[key] = wire.encode(list(fields[key]) if key == "args" else dict(fields[key]))
+                fields[key] = wire.encode(list(fields[key]) if key == "args" else dict(fields[key]), seen)
+        if "grad_output" in fields:
+            fields["grad_output"] = wire.encode(fields["grad_output"], seen)
         outputs = self._run(agent.request_code(op, **fields))
         replies = [o for o in outputs if o.get("output_type") == "display_data" and agent.MIME in o.get("data", {})]
         if not replies:
@@ -335,6 +341,26 @@ class Handle:
     def call(self, name: str, *args, **kwargs) -> Any:
         """Call the student's function ``name`` and return its result (tensors arrive as tensors)."""
         return self._request("call", name=name, args=args, kwargs=kwargs)
+
+    def library(self, path: str) -> RemoteObject:
+        """A library object of the kernel by its dotted path (``"torch.manual_seed"``,
+        ``"functools.partial"``, ``"torch.nn.LayerNorm"``), callable like the student's
+        functions; nothing is added to the student's names."""
+        obj = self._request("resolve", path=path)
+        if not isinstance(obj, RemoteObject):
+            raise BadAnswer(f"{path} could not be reached in the notebook")
+        return obj
+
+    def vjp(self, fn: "str | RemoteObject", inputs: tuple, cotangents: tuple | list, **kwargs) -> list:
+        """Vector-Jacobian product of the student's function ``fn`` (a name, or a remote
+        callable) at ``inputs``: the gradients of ``sum_i <out_i, cotangents[i]>`` with
+        respect to each input (None for a non-tensor input). Outputs without a gradient
+        path (e.g. weights that are not used) are skipped."""
+        target = {"target": fn.ref.oid} if isinstance(fn, RemoteObject) else {"name": fn}
+        r = self._request("vjp", args=tuple(inputs), kwargs=kwargs, grad_output=list(cotangents), **target)
+        if not isinstance(r, dict) or not isinstance(r.get("inputs"), list):
+            raise BadAnswer("gradients could not be read")
+        return r["inputs"]
 
     def construct(self, name: str, *args, **kwargs) -> RemoteObject:
         """Instantiate the student's class ``name``; the object stays in their kernel."""

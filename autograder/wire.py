@@ -112,11 +112,20 @@ def parse_reply(text: Any) -> dict:
     return {"ok": False, "error": {k: str(err.get(k, ""))[:2000] for k in ("type", "message", "where")}}
 
 
-def encode(v: Any) -> Any:
-    """Trusted side -> kernel: tensors, numbers, strings, lists, dicts, tuples, object refs."""
+def encode(v: Any, seen: dict[int, int] | None = None) -> Any:
+    """Trusted side -> kernel: tensors, numbers, strings, lists, dicts, tuples, object refs.
+
+    A tensor object met again in the same request (``seen``, shared by the calls that build
+    one request) is sent as ``{"__same__": i}`` (the i-th tensor sent): the kernel gets the
+    same object twice, so ``mha(x, x, x)`` takes a student's ``query is key`` branch."""
+    if seen is None:
+        seen = {}
     if isinstance(v, torch.Tensor):
         if str(v.dtype).replace("torch.", "") not in DTYPES:
             raise TypeError(f"cannot send a tensor of dtype {v.dtype}")
+        if id(v) in seen:
+            return {"__same__": seen[id(v)]}
+        seen[id(v)] = len(seen)
         return {"__tensor__": kernel_agent.tensor_payload(v)}  # the agent's own encoding
     if isinstance(v, ObjectRef):
         return {"__object__": v.oid}
@@ -125,9 +134,9 @@ def encode(v: Any) -> Any:
     if v is None or type(v) in (bool, int, float, str):
         return v
     if isinstance(v, tuple):
-        return {"__tuple__": [encode(x) for x in v]}
+        return {"__tuple__": [encode(x, seen) for x in v]}
     if isinstance(v, list):
-        return [encode(x) for x in v]
+        return [encode(x, seen) for x in v]
     if isinstance(v, dict):  # OrderedDict (a state_dict) too
-        return {str(k): encode(x) for k, x in v.items()}
+        return {str(k): encode(x, seen) for k, x in v.items()}
     raise TypeError(f"cannot send a value of type {type(v).__name__} to the kernel")

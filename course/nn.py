@@ -1,6 +1,7 @@
-"""Reference transformer blocks that later assignments build on (ViT, Swin, ...).
-
-Not for assignment 02, whose students write these themselves. Layouts:
+"""Reference transformer blocks: one home for the answers of assignment 02 (used by its grade
+cells and hidden checks; the class's copy of ``course`` holds them only once 02 is closed,
+see ``autograder/classroom.py``), the blocks later assignments build on (ViT, Swin, ...), and
+adapters that load their weights into PyTorch's layers (``to_torch_mha`` ...). Layouts:
 ``B`` batch, ``T`` tokens (``Tq`` queries, ``Tk`` keys), ``C = d_model`` channels,
 ``nh`` heads, ``hs = C // nh`` head size.
 
@@ -35,6 +36,13 @@ __all__ = [
     "MLP",
     "BlockConfig",
     "TransformerBlock",
+    "EncoderBlock",
+    "DecoderBlock",
+    "TransformerConfig",
+    "Transformer",
+    "to_torch_mha",
+    "to_torch_encoder_layer",
+    "to_torch_decoder_layer",
     "fingerprint",
 ]
 
@@ -101,6 +109,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
         self.d_model = d_model
         self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
         self.dropout = dropout
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -221,3 +230,203 @@ class TransformerBlock(nn.Module):
             x = self.ln1(x + self._sa(x, mask))
             x = self.ln2(x + self.mlp(x))
         return x
+
+
+# -- the encoder-decoder Transformer of assignment 02 (parameter names as in PyTorch's layers) -------------
+class EncoderBlock(nn.Module):
+    """Encoder block, parameters named as in ``nn.TransformerEncoderLayer`` (relu FFN):
+    ``self_attn, linear1, linear2, norm1, norm2``; dropouts ``dropout`` (FFN hidden),
+    ``dropout1`` (attention branch), ``dropout2`` (FFN branch).
+
+    pre-norm:  ``x = x + Drop(SA(LN1(x))); x = x + FFN(LN2(x))``
+    post-norm: ``x = LN1(x + Drop(SA(x))); x = LN2(x + FFN(x))``
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def _sa_block(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.dropout1(self.self_attn(x, x, x, mask=mask)[0])
+
+    def _ff_block(self, x: Tensor) -> Tensor:
+        return self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(x)))))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x: Tensor[B, S, C]``, ``mask`` broadcastable to ``[B, nh, S, S]`` (True = may attend) -> ``[B, S, C]``."""
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), mask)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(x + self._sa_block(x, mask))
+        return self.norm2(x + self._ff_block(x))
+
+
+class DecoderBlock(nn.Module):
+    """Decoder block, parameters named as in ``nn.TransformerDecoderLayer`` except ``cross_attn``
+    (PyTorch: ``multihead_attn``): ``self_attn, cross_attn, linear1, linear2, norm1..3``; dropouts
+    ``dropout`` (FFN hidden), ``dropout1..3`` (the three branches). After each forward,
+    ``cross_attn_weights`` holds the cross-attention weights ``Tensor[B, nh, T, S]`` (detached)."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False):
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+        self.cross_attn_weights: Tensor | None = None
+
+    def _sa_block(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.dropout1(self.self_attn(x, x, x, mask=mask)[0])
+
+    def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None) -> Tensor:
+        out, weights = self.cross_attn(x, memory, memory, mask=mask, need_weights=True)
+        self.cross_attn_weights = weights.detach()  # (B, nh, T, S)
+        return self.dropout2(out)
+
+    def _ff_block(self, x: Tensor) -> Tensor:
+        return self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x)))))
+
+    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        """``x: Tensor[B, T, C]``, ``memory: Tensor[B, S, C]``; masks broadcastable to ``[B, nh, T, T]``
+        and ``[B, nh, T, S]`` -> ``Tensor[B, T, C]``."""
+        if self.norm_first:
+            x = x + self._sa_block(self.norm1(x), tgt_mask)
+            x = x + self._ca_block(self.norm2(x), memory, memory_mask)
+            return x + self._ff_block(self.norm3(x))
+        x = self.norm1(x + self._sa_block(x, tgt_mask))
+        x = self.norm2(x + self._ca_block(x, memory, memory_mask))
+        return self.norm3(x + self._ff_block(x))
+
+
+@dataclass
+class TransformerConfig:
+    src_vocab_size: int  # number of source token ids (specials included)
+    tgt_vocab_size: int  # number of target token ids (specials included)
+    d_model: int = 256  # width C of the residual stream
+    n_heads: int = 8  # attention heads; d_model % n_heads == 0
+    n_layers: int = 3  # encoder blocks = decoder blocks = n_layers
+    d_ff: int = 1024  # hidden width of the feed-forward networks
+    dropout: float = 0.1  # on embeddings, attention weights, FFN hidden units and residual branches
+    norm_first: bool = True  # pre-norm (True) or post-norm (False) blocks
+    tie_weights: bool = True  # share the target embedding matrix with the output projection
+    max_len: int = 256  # longest sequence the positional encoding covers
+    pad_id: int = 0  # padding token id
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer for translation: ``src: LongTensor[B, S]``, ``tgt: LongTensor[B, T]``
+    -> logits ``Tensor[B, T, tgt_vocab_size]`` (``logits[:, t]`` predicts token ``t + 1``).
+
+    Submodules ``src_embed, tgt_embed, encoder, decoder, enc_norm, dec_norm, generator``, the
+    non-persistent buffer ``pe`` and ``dropout`` (on the embeddings). Token embeddings are scaled
+    by ``sqrt(d_model)`` before ``pe[:T]`` is added."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.src_embed = nn.Embedding(cfg.src_vocab_size, cfg.d_model)
+        self.tgt_embed = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model)
+        self.register_buffer("pe", sinusoidal_positional_encoding(cfg.max_len, cfg.d_model), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        args = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.norm_first)
+        self.encoder = nn.ModuleList([EncoderBlock(*args) for _ in range(cfg.n_layers)])
+        self.decoder = nn.ModuleList([DecoderBlock(*args) for _ in range(cfg.n_layers)])
+        self.enc_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+        self.dec_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else nn.Identity()
+        self.generator = nn.Linear(cfg.d_model, cfg.tgt_vocab_size)
+        if cfg.tie_weights:
+            self.generator.weight = self.tgt_embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform linear layers with zero bias; embeddings N(0, 1/d_model) (after the linears: tying)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, mean=0.0, std=self.cfg.d_model ** -0.5)
+
+    def src_mask(self, src: Tensor) -> Tensor:
+        """``LongTensor[B, S]`` -> ``BoolTensor[B, 1, 1, S]``, True at real (non-pad) tokens."""
+        return (src != self.cfg.pad_id)[:, None, None, :]
+
+    def encode(self, src: Tensor) -> Tensor:
+        x = self.dropout(self.src_embed(src) * math.sqrt(self.cfg.d_model) + self.pe[: src.size(1)])
+        mask = self.src_mask(src)
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.enc_norm(x)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src: Tensor) -> Tensor:
+        T = tgt.size(1)
+        y = self.dropout(self.tgt_embed(tgt) * math.sqrt(self.cfg.d_model) + self.pe[:T])
+        tgt_mask, memory_mask = causal_mask(T, device=tgt.device), self.src_mask(src)
+        for block in self.decoder:
+            y = block(y, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
+        return self.generator(self.dec_norm(y))
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        return self.decode(tgt, self.encode(src), src)
+
+
+# -- adapters: PyTorch's layers holding the weights of ours (tests compare against them) ---------------
+def to_torch_mha(mha: nn.Module, ref: nn.MultiheadAttention | None = None) -> nn.MultiheadAttention:
+    """An ``nn.MultiheadAttention(batch_first=True)`` in eval mode holding the weights of ``mha``
+    (anything with ``d_model``, ``n_heads`` and ``q_proj, k_proj, v_proj, out_proj``).
+
+    Mapping: ``in_proj_weight = cat([q_proj.weight, k_proj.weight, v_proj.weight])`` (rows), the
+    same for the biases, ``out_proj -> out_proj``. With ``ref``, copy into that module instead."""
+    if ref is None:
+        ref = nn.MultiheadAttention(mha.d_model, mha.n_heads, dropout=0.0, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
+        ref.out_proj.weight.copy_(mha.out_proj.weight)
+        ref.out_proj.bias.copy_(mha.out_proj.bias)
+    return ref.eval()
+
+
+def _copy_sublayers(block: nn.Module, ref: nn.Module, names: tuple[str, ...]) -> None:
+    for name in names:
+        getattr(ref, name).load_state_dict(getattr(block, name).state_dict())
+
+
+def to_torch_encoder_layer(block: nn.Module) -> nn.TransformerEncoderLayer:
+    """``nn.TransformerEncoderLayer`` (batch_first, relu, same ``norm_first``) in eval mode with the
+    weights of an :class:`EncoderBlock`: ``self_attn`` via :func:`to_torch_mha`, the rest by name."""
+    ref = nn.TransformerEncoderLayer(block.linear1.in_features, block.self_attn.n_heads, block.linear1.out_features,
+                                     dropout=0.0, activation="relu", batch_first=True, norm_first=block.norm_first)
+    to_torch_mha(block.self_attn, ref.self_attn)
+    _copy_sublayers(block, ref, ("linear1", "linear2", "norm1", "norm2"))
+    return ref.eval()
+
+
+def to_torch_decoder_layer(block: nn.Module) -> nn.TransformerDecoderLayer:
+    """``nn.TransformerDecoderLayer`` (batch_first, relu, same ``norm_first``) in eval mode with the
+    weights of a :class:`DecoderBlock`: ``cross_attn -> multihead_attn``, the rest by name."""
+    ref = nn.TransformerDecoderLayer(block.linear1.in_features, block.self_attn.n_heads, block.linear1.out_features,
+                                     dropout=0.0, activation="relu", batch_first=True, norm_first=block.norm_first)
+    to_torch_mha(block.self_attn, ref.self_attn)
+    to_torch_mha(block.cross_attn, ref.multihead_attn)
+    _copy_sublayers(block, ref, ("linear1", "linear2", "norm1", "norm2", "norm3"))
+    return ref.eval()

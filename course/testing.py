@@ -51,6 +51,10 @@ __all__ = [
     "check_no_delegation",
     "seeded",
     "passed",
+    "randomize_norms",
+    "CountingModel",
+    "greedy_one_by_one",
+    "FixedLogits",
 ]
 
 _HINT_MAX_NUMEL = 4_000_000  # skip the diagnostic hints above this many elements
@@ -383,8 +387,13 @@ def check_close(
     name: str = "output",
     dims: Sequence[str] | None = None,
     hint: str | None = None,
+    likely: Mapping[str, Any] | None = None,
 ) -> None:
     """Check that ``actual`` is a tensor equal to ``expected`` up to ``atol + rtol * |expected|``.
+
+    ``likely`` maps a named mistake to what that mistake would return, e.g.
+    ``{"attention without the 1/sqrt(d_k) scale": softmax(q @ k.T) @ v}``: when ``actual``
+    matches one of them (same shape, within the tolerance), the message starts by naming it.
 
     Checks, in order: type, shape, dtype kind (float vs int vs bool), NaN/inf in
     ``actual``, values. ``dims`` names the dims for the message, e.g.
@@ -423,6 +432,10 @@ def check_close(
             )
     if a.numel() == 0:
         return
+    if likely and not _matches(a, e, atol, rtol):
+        for label, alt in likely.items():
+            if _matches(a, alt, atol, rtol):
+                raise CheckError(_join(f"{name} looks like {label}", _first_difference(a, e, dims, atol, rtol), hint))
     nonfinite = ~torch.isfinite(a) & torch.isfinite(e)
     if bool(nonfinite.any()):
         n_nan = int((torch.isnan(a) & nonfinite).sum())
@@ -469,6 +482,24 @@ def check_close(
     except Exception:  # a hint must never hide the real failure
         pass
     raise CheckError(_join(msg, *extra, hint))
+
+
+def _matches(a: torch.Tensor, alt: Any, atol: float, rtol: float) -> bool:
+    if not isinstance(alt, torch.Tensor) or _shape(alt) != _shape(a) or _kind(_dtype_of(alt)) != _kind(_dtype_of(a)):
+        return False
+    x, y = a.detach().double(), alt.detach().double()
+    return bool(torch.allclose(x, y, atol=atol, rtol=rtol, equal_nan=True))
+
+
+def _first_difference(a: torch.Tensor, e: torch.Tensor, dims: Sequence[str] | None, atol: float, rtol: float) -> str:
+    """"(first difference at ...: got x, expected y)" for a message that already named the mistake."""
+    x, y = a.detach().double(), e.detach().double()
+    bad = ~((x - y).abs() <= atol + rtol * y.abs()) & ~(torch.isnan(x) & torch.isnan(y))
+    if not bool(bad.any()):
+        return ""
+    idx = _first_true(bad)
+    return f"(first difference at {_fmt_index(idx, dims)}: got {_fmt_num(float(x[idx]))}, " \
+           f"expected {_fmt_num(float(y[idx]))})"
 
 
 def check_rows_sum_to_one(
@@ -980,3 +1011,73 @@ def passed(msg: str, n_checks: int | None = None) -> None:
         print(f"\u2714 {line}", flush=True)
     except UnicodeEncodeError:  # a console without UTF-8
         print(f"OK {line}", flush=True)
+
+
+# ----------------------------------------------------------------------------
+# planted models and helpers that visible and hidden checks share
+
+
+def randomize_norms(module: torch.nn.Module) -> torch.nn.Module:
+    """Random LayerNorm weights in [0.5, 1.5] and biases N(0, 0.1) (the defaults 1 and 0 would hide
+    a swapped or missing norm); returns ``module``."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    return module
+
+
+class CountingModel(torch.nn.Module):
+    """A planted encoder-decoder for greedy decoding: in eval mode the next token is
+    ``(last token + src[b, 1]) % V``, so EOS comes at a known step; in training mode (dropout on)
+    it is ``(last token + src[b, 1] + 1) % V``. Counts its ``encode`` and ``decode`` calls."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.V = vocab_size
+        self.n_encode = 0
+        self.n_decode = 0
+
+    def encode(self, src: torch.Tensor) -> torch.Tensor:
+        self.n_encode += 1
+        return src[:, 1:2].float()[:, :, None]  # (B, 1, 1): the step of each sentence
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+        self.n_decode += 1
+        step = memory[:, 0, 0].long() + int(self.training)  # (B,)
+        nxt = (tgt + step[:, None]) % self.V  # (B, t)
+        return torch.nn.functional.one_hot(nxt, self.V).float() + 0.01 * torch.arange(self.V)  # (B, t, V)
+
+
+def greedy_one_by_one(model: torch.nn.Module, src: torch.Tensor, max_len: int, bos: int, eos: int) -> list[list[int]]:
+    """Unbatched greedy decoding in eval mode, one sentence at a time: a list of token lists (BOS ... EOS)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for b in range(src.size(0)):
+            memory = model.encode(src[b:b + 1])
+            ys = [bos]
+            for _ in range(max_len):
+                logits = model.decode(torch.tensor([ys]), memory, src[b:b + 1])
+                ys.append(int(logits[0, -1].argmax()))
+                if ys[-1] == eos:
+                    break
+            out.append(ys)
+    model.train(was_training)
+    return out
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in model that records its inputs and returns fixed random logits ``[B, T, V]``
+    (the same for the same ``seed`` and shape)."""
+
+    def __init__(self, V: int, seed: int = 0):
+        super().__init__()
+        self.V, self.seed, self.calls = V, seed, []
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        self.calls.append((src, tgt))
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randn(tgt.size(0), tgt.size(1), self.V, generator=g, dtype=torch.float64).float().requires_grad_()

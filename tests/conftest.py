@@ -23,3 +23,25 @@ def render(fig, dpi: int = 40) -> None:
 
     assert isinstance(fig, Figure)
     fig.savefig(io.BytesIO(), format="png", dpi=dpi)
+
+
+#: where tests/test_mutants.py leaves each assignment's mutation report (xdist workers cannot print to the
+#: controller's summary; the controller reads these files)
+MUTATION_REPORTS = __import__("pathlib").Path(__import__("tempfile").gettempdir()) / "course-mutation-reports"
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        import shutil
+
+        shutil.rmtree(MUTATION_REPORTS, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if hasattr(config, "workerinput") or not MUTATION_REPORTS.is_dir():
+        return
+    reports = sorted(MUTATION_REPORTS.glob("*.txt"))
+    if reports:
+        terminalreporter.section("mutation scores (tests/mutants/)")
+        for path in reports:
+            terminalreporter.write_line(path.read_text().splitlines()[0])

@@ -79,6 +79,18 @@ def test_demo_end_to_end(tmp_path):
         assert verdicts and all(v["passed"] for v in verdicts.values()), verdicts
         slow = {g: v["seconds"] for g, v in verdicts.items() if v["seconds"] > GRADE_CELL_S}
         assert not slow, f"hidden checks slower than {GRADE_CELL_S} s per grade cell: {slow}"
+    # carol answered the first half of the solution cells: exactly the grade cells of those pass
+    # (each grade cell grade_<x> grades the solution cell <x>; the others score 0)
+    for src in SOURCES:
+        aid = src.parent.name
+        report = tmp_path / "demo" / "grading-logs" / aid / "carol_partial.trusted.json"
+        if not report.exists():
+            continue
+        sol = [c.metadata["nbgrader"]["grade_id"] for c in nbformat.read(src, as_version=4).cells
+               if c.metadata.get("nbgrader", {}).get("solution")]
+        filled = set(sol[: len(sol) // 2])
+        got = {g: v["passed"] for g, v in json.loads(report.read_text()).items()}
+        assert got == {g: g.removeprefix("grade_") in filled for g in got}, (filled, got)
     pages = list((tmp_path / "demo" / "feedback").rglob("*.html"))
     assert len(pages) == 3 * len(SOURCES), pages
     import html

@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import warnings
+
 import pytest
 import torch
 
@@ -89,64 +91,85 @@ def test_source_notebook_keeps_no_hidden_test_code():
 
 
 def test_solution_names_used_by_the_checks_exist_in_the_notebook():
-    """Names the checks construct or call in the kernel are defined by the notebook's cells."""
+    """Names the checks construct or call in the kernel are defined (or imported) by the notebook's cells."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     text = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     for name in ("scaled_dot_product_attention", "MultiHeadAttention", "sinusoidal_positional_encoding",
                  "is_permutation_equivariant", "causal_mask", "EncoderBlock", "DecoderBlock", "TransformerConfig",
-                 "Transformer", "greedy_decode", "CountingModel", "translation_loss", "FixedLogits",
-                 "reference_attention"):
+                 "Transformer", "greedy_decode", "translation_loss", "reference_attention"):
         assert f"def {name}(" in text or f"class {name}(" in text or f"class {name}:" in text, name
-    assert "TranslationBatch" in text  # imported from course.data in the setup cell
+    assert "import CountingModel" in text.replace("import CountingModel, ", "import CountingModel")
+    assert "import FixedLogits" in text and "TranslationBatch" in text  # course.testing, course.data
     ids = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
     assert {"sdpa", "mha", "pe", "perm", "causal", "encoder_block", "decoder_block", "transformer", "greedy",
             "loss"} <= ids  # h.source(...) of the solution cells
 
 
-def test_trusted_blocks_match_pytorch(module):
-    """The checks' copies of the solution blocks equal nn.TransformerEncoderLayer / DecoderLayer."""
-    m = module
-    with m._quiet():
+def test_the_notebook_keeps_no_copy_of_a_course_helper():
+    """One home: the helpers both the notebook and the checks use live in course/, the notebook imports them."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    for name in ("to_torch_mha", "to_torch_encoder_layer", "to_torch_decoder_layer", "randomize_norms",
+                 "CountingModel", "greedy_one_by_one", "FixedLogits"):
+        assert f"def {name}(" not in text and f"class {name}(" not in text, f"the notebook defines {name} again"
+
+
+def test_reference_blocks_match_pytorch():
+    """course.nn's blocks (what the checks grade against and substitute) equal PyTorch's layers."""
+    from course.testing import randomize_norms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         for norm_first in (False, True):
             torch.manual_seed(0)
-            enc = m._randomize_norms(m._EncoderBlock(12, 3, 20, 0.0, norm_first)).eval()
+            enc = randomize_norms(course.nn.EncoderBlock(12, 3, 20, 0.0, norm_first)).eval()
             x = torch.randn(2, 5, 12)
             pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
-            ref = m._torch_encoder_layer(enc.state_dict(), 12, 3, 20, norm_first)
-            torch.testing.assert_close(enc(x, (~pad)[:, None, None, :]), ref(x, src_key_padding_mask=pad))
-            dec = m._randomize_norms(m._DecoderBlock(12, 3, 20, 0.0, norm_first)).eval()
+            torch.testing.assert_close(enc(x, (~pad)[:, None, None, :]),
+                                       course.nn.to_torch_encoder_layer(enc)(x, src_key_padding_mask=pad))
+            dec = randomize_norms(course.nn.DecoderBlock(12, 3, 20, 0.0, norm_first)).eval()
             y = torch.randn(2, 4, 12)
             causal = torch.ones(4, 4, dtype=torch.bool).tril()
-            ref = m._torch_decoder_layer(dec.state_dict(), 12, 3, 20, norm_first)
             torch.testing.assert_close(dec(y, x, causal, (~pad)[:, None, None, :]),
-                                       ref(y, x, tgt_mask=~causal, memory_key_padding_mask=pad))
-        sd = m._mha_weights(12, 3)
+                                       course.nn.to_torch_decoder_layer(dec)(y, x, tgt_mask=~causal,
+                                                                             memory_key_padding_mask=pad))
+        mha = course.nn.MultiHeadAttention(12, 3)
         q, kv = torch.randn(2, 3, 12), torch.randn(2, 5, 12)
-        ref_out, _ = m._torch_mha(sd, 12, 3)(q, kv, kv)
-        ours = course.nn.MultiHeadAttention(12, 3)
-        ours.load_state_dict(sd)
-        torch.testing.assert_close(ours(q, kv, kv)[0], ref_out)
+        torch.testing.assert_close(mha(q, kv, kv)[0], course.nn.to_torch_mha(mha)(q, kv, kv)[0])
 
 
-def test_trusted_references_of_the_planted_models(module):
-    """The checks' copies of CountingModel and FixedLogits compute what the notebook's helper cells do."""
-    m = module
-    # CountingModel: next token = (last + src[b, 1]) % V; the check cell's worked example
+def test_planted_models_behave_as_the_notebook_says(module):
+    """CountingModel counts with step src[b, 1] in eval mode and step + 1 in training mode."""
+    from course.testing import CountingModel, greedy_one_by_one
+
     src = torch.tensor([[2, 1, 3], [2, 4, 3], [2, 2, 3]])
-    assert m._counting_greedy(src, 11, 10, 2, 3) == [[2, 3], [2, 6, 10, 3], [2, 4, 6, 8, 10, 1, 3]]
-    # FixedLogits: torch.randn(B, T, V) in float64 from a generator seeded with `seed`, then float32
-    g = torch.Generator().manual_seed(3)
-    torch.testing.assert_close(m._fixed_logits(7, 3, 2, 4), torch.randn(2, 4, 7, generator=g, dtype=torch.float64).float())
+    assert greedy_one_by_one(CountingModel(11), src, 10, 2, 3) == [[2, 3], [2, 6, 10, 3], [2, 4, 6, 8, 10, 1, 3]]
+    assert module._counting(src, 11, 10, 2, 3) == [[2, 3], [2, 6, 10, 3], [2, 4, 6, 8, 10, 1, 3]]
+    m = CountingModel(11).train()
+    assert int(m.decode(torch.tensor([[2]]), m.encode(src[:1]), src[:1])[0, -1].argmax()) == 4
 
 
-def test_batched_causal_check_catches_a_leak(module):
-    """_causal_batched (one request for check_causal's inputs) passes causal functions and fails leaky ones."""
+def test_batched_causal_check_catches_a_leak():
+    """check_causal_remote (one request for check_causal's inputs) passes causal functions, fails leaky ones."""
+    from autograder.checkkit import check_causal_remote
     from course.testing import CheckError
 
-    m = module
     x = torch.randn(2, 6, 4)
-    m._causal_batched(lambda t: t.cumsum(1), x, name="cumsum")
+    check_causal_remote(lambda t: t.cumsum(1), x, name="cumsum")
     with pytest.raises(CheckError, match="not causal"):
-        m._causal_batched(lambda t: t.flip(1).cumsum(1).flip(1), x, name="reverse cumsum")
+        check_causal_remote(lambda t: t.flip(1).cumsum(1).flip(1), x, name="reverse cumsum")
     mem = torch.randn(2, 3, 4)
-    m._causal_batched(lambda t, mm: t.cumsum(1) + mm.sum(1, keepdim=True), x, repeat=(mem,), name="with memory")
+    check_causal_remote(lambda t, mm: t.cumsum(1) + mm.sum(1, keepdim=True), x, repeat=(mem,), name="with memory")
+
+
+def test_check_close_names_the_likely_mistake():
+    from course.testing import CheckError, check_close
+
+    e = torch.randn(3, 4)
+    with pytest.raises(CheckError) as err:
+        check_close(e * 2, e, likely={"values doubled": e * 2, "values negated": -e})
+    assert str(err.value).splitlines()[0] == "output looks like values doubled"
+    with pytest.raises(CheckError) as err:
+        check_close(e + 1, e, likely={"values doubled": e * 2})
+    assert "looks like" not in str(err.value)
+    check_close(e, e, likely={"the same": e})  # a right answer never "looks like" a mistake

@@ -459,6 +459,7 @@ def kernel(monkeypatch):
             exec(code, ns)
             return [nbformat.NotebookNode(output_type="display_data", data={agent.MIME: published[-1][agent.MIME]})]
 
+        exec(agent.install_code(), ns)  # RobustExecute installs it on the first request
         made.append(ns)
         h = Handle(run, nb)
         h.ns = ns

@@ -7,8 +7,9 @@ feedback converter and its formgrader render a submission. The pages are parsed 
 html5lib, a parser that reads HTML the way browsers do, and compared with the page the
 same template makes of an empty notebook: nothing active may be added. The same renders
 also have to keep what honest students write (bold, tables, LaTeX, plots, tracebacks,
-pandas tables). The feedback page's Content-Security-Policy is checked in Chromium when
-one is installed.
+pandas tables). The feedback exporter is configured as the course configures it (its own
+template: formulas as MathML, which the allow-list keeps inert; no MathJax). The feedback
+page's Content-Security-Policy is checked in Chromium when one is installed.
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ from traitlets.config import Config
 
 from autograder import sanitize
 from autograder.sanitize import (
-    CSP_MARKER, SanitizeNotebook, configure, feedback_csp, harden_feedback_html, neutralise_markdown,
-    render_markdown, sanitize_html,
+    CSP_MARKER, SanitizeNotebook, configure, configure_feedback, feedback_csp, harden_feedback_html,
+    neutralise_markdown, render_markdown, sanitize_html,
 )
 
 try:
@@ -210,8 +211,11 @@ def stock() -> Config:
 
 
 def hardened() -> Config:
+    """The course's settings: :func:`configure` (every HTMLExporter) and
+    :func:`configure_feedback` (GenerateFeedback's only)."""
     c = Config()
     configure(c)
+    configure_feedback(c)
     return c
 
 
@@ -227,6 +231,17 @@ EXPORTERS = {
 ACTIVE_ELEMENTS = {"script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "link", "meta",
                    "form", "input", "button", "textarea", "select", "style", "template", "noscript", "audio",
                    "video", "source", "portal", "svg", "math"}
+MATHML = "{http://www.w3.org/1998/Math/MathML}"
+#: Presentation MathML that cannot link, act or embed (an independent list, not the module's):
+#: inert wherever it appears, with these attributes only.
+INERT_MATHML = {"math", "mrow", "mi", "mn", "mo", "mtext", "mspace", "msqrt", "mroot", "mfrac", "msub", "msup",
+                "msubsup", "munder", "mover", "munderover", "mtable", "mtr", "mtd", "mstyle", "mpadded",
+                "mphantom", "menclose"}
+INERT_MATHML_ATTRS = {"display", "alttext", "mathvariant", "mathcolor", "mathbackground", "mathsize", "displaystyle",
+                      "scriptlevel", "stretchy", "fence", "form", "separator", "lspace", "rspace", "minsize",
+                      "maxsize", "movablelimits", "largeop", "accent", "accentunder", "symmetric", "linethickness",
+                      "width", "height", "depth", "linebreak", "voffset", "columnspacing", "rowspacing", "rowlines",
+                      "columnlines", "columnalign", "rowalign", "columnspan", "rowspan", "notation"}
 URL_ATTRS = {"href", "src", "action", "formaction", "background", "poster", "data", "srcset", "xlink:href", "ping",
              "content"}
 DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif)[;,]", re.I)  # an image from the page itself: inert
@@ -250,6 +265,14 @@ def active_parts(page: str) -> collections.Counter:
             continue
         tag = el.tag.rsplit("}", 1)[-1].lower()
         attrs = {k.rsplit("}", 1)[-1].lower(): v for k, v in el.attrib.items()}
+        if el.tag.startswith(MATHML) and tag in INERT_MATHML:
+            values = " ".join(v for k, v in el.attrib.items() if k != "alttext")  # alttext: the TeX, as text
+            if set(el.attrib) - INERT_MATHML_ATTRS or re.search(r"[:(\"']", values):
+                parts.append(("mathml-attribute", tag, repr(sorted(el.attrib.items()))))
+            continue
+        if el.tag.startswith(MATHML):
+            parts.append(("mathml-element", tag, repr(sorted(attrs.items()))))
+            continue
         if tag in ACTIVE_ELEMENTS and not (tag == "input" and attrs.get("type") == "checkbox"):
             parts.append(("element", tag, repr(sorted(attrs.items())), (el.text or "")[:300]))
         if tag == "meta" and "refresh" in attrs.get("http-equiv", "").lower():
@@ -278,7 +301,9 @@ def visible_text(page: str) -> str:
     return " ".join(" ".join(t for t in el.itertext()) for el in parse(page).iter("body"))
 
 
-def assert_good_content(page: str) -> None:
+def assert_good_content(page: str, mathml: bool = False) -> None:
+    """What an honest notebook shows survives; formulas as TeX (the formgrader, for its
+    MathJax) or, with ``mathml`` (the feedback page), as MathML."""
     doc = parse(page)
     strongs = ["".join(s.itertext()) for s in doc.iter("strong")]
     assert "bold" in strongs, "markdown bold lost"
@@ -286,8 +311,15 @@ def assert_good_content(page: str) -> None:
     assert "12.5" in cells and "0.4217" in cells, "markdown table or pandas table lost"
     assert any("dataframe" in (t.get("class") or "") for t in doc.iter("table")), "pandas table class lost"
     text = visible_text(page)
-    assert "$\\sqrt{d_k}$" in text, "inline LaTeX lost"
-    assert "$$\\mathrm{softmax}(QK^T/\\sqrt{d_k})V$$" in text, "display LaTeX lost"
+    if mathml:
+        maths = list(doc.iter(MATHML + "math"))
+        assert any(m.get("display") == "inline" and list(m.iter(MATHML + "msqrt")) for m in maths), "inline maths lost"
+        assert any(m.get("display") == "block" and list(m.iter(MATHML + "msqrt")) and "softmax" in
+                   "".join(m.itertext()).replace("\n", "") for m in maths), "display maths lost"
+        assert "\\sqrt" not in text, "a formula left as TeX"
+    else:
+        assert "$\\sqrt{d_k}$" in text, "inline LaTeX lost"
+        assert "$$\\mathrm{softmax}(QK^T/\\sqrt{d_k})V$$" in text, "display LaTeX lost"
     code_text = " ".join("".join(c.itertext()) for c in doc.iter("code"))
     assert "code with <tags>" in code_text, "inline code lost"
     pngs = [i for i in doc.iter("img") if (i.get("src") or "").startswith("data:image/png;base64," + PNG[:20])]
@@ -314,7 +346,7 @@ def test_stock_render_is_live_and_configured_render_is_inert(where):
     exporter = make(hardened())
     page = render(exporter, nb, resources)
     assert not added_active(page, render(exporter, skeleton(nb), resources))
-    assert_good_content(page)
+    assert_good_content(page, mathml=where == "feedback")
     # stream text and tracebacks are shown as text, markup and all, never parsed
     text = visible_text(page)
     assert "<script>alert('stdout')</script>" in text and "<script>alert('traceback')</script>" in text
@@ -345,7 +377,7 @@ def test_render_time_filters_alone_clean_content(where):
     nb = attack_notebook(metadata_payloads=False)
     page = render(exporter, nb, resources)
     assert not added_active(page, render(exporter, skeleton(nb), resources))
-    assert_good_content(page)
+    assert_good_content(page, mathml=where == "feedback")
 
 
 def test_configure_reaches_both_exporters():
@@ -357,6 +389,13 @@ def test_configure_reaches_both_exporters():
         assert isinstance(exporter.environment.filters["markdown2html"], sanitize.SafeMarkdown2HTML)
     assert feedback_exporter(hardened()).template_name == "feedback"
     assert formgrader_exporter(hardened()).template_name == "formgrade"
+    # the course's feedback template and MathML for GenerateFeedback only; the formgrader's stay nbgrader's
+    assert feedback_exporter(hardened()).template_paths[0] == str(sanitize.FEEDBACK_TEMPLATES / "feedback")
+    filters = feedback_exporter(hardened()).environment.filters
+    assert isinstance(filters["markdown2html"], sanitize.FeedbackMarkdown2HTML)
+    assert not any(str(sanitize.FEEDBACK_TEMPLATES) in p for p in formgrader_exporter(hardened()).template_paths)
+    assert not isinstance(formgrader_exporter(hardened()).environment.filters["markdown2html"],
+                          sanitize.FeedbackMarkdown2HTML)
     # with or without the preprocessor, an output is shown by its inert MIME type
     nb = new_notebook()
     cell = new_code_cell("display(Javascript(...))", execution_count=1)
@@ -561,19 +600,14 @@ def test_feedback_page_gets_a_strict_policy(feedback_page):
     assert policy["img-src"] == ["data:"]
     assert policy["style-src"] == ["'unsafe-inline'"]
     assert policy["base-uri"] == ["'none'"] and policy["form-action"] == ["'none'"]
-    scripts = policy["script-src"]
-    assert "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts and "'strict-dynamic'" not in scripts
-    urls = [s for s in scripts if not s.startswith("'")]
-    assert urls == ["https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"]
-    allowed = {s[len("'sha256-"):-1] for s in scripts if s.startswith("'sha256-")}
-    # the template's own scripts (learnt from an empty notebook) have a hash, the slipped-in one none
+    assert policy["font-src"] == ["data:"] and policy["connect-src"] == ["'none'"]
+    # the course's template has no script of its own (maths is MathML): none may run, none loads
+    assert policy["script-src"] == ["'none'"]
     hashes = _inline_script_hashes(page)
     injected = base64.b64encode(hashlib.sha256(b"window.__pwned = 1").digest()).decode()
-    assert injected in hashes and injected not in allowed
-    assert set(hashes) - {injected} == allowed
-    # MathJax is configured without eval and loaded from its folder, not through latest.js
-    assert "latest.js" not in page[: page.find("</head>")]
-    assert 'type="text/x-mathjax-config"' not in page[: page.find("</head>")]
+    assert set(hashes) == {injected}
+    assert not re.search(r"<script\b[^>]*\bsrc=", page, re.I)
+    assert not re.search(r"mathjax|cdnjs", page.replace(INJECTED, ""), re.I)
     assert page.encode()[:1024].decode(errors="ignore").count('<meta charset="utf-8"') == 1
     assert '<meta name="referrer" content="no-referrer">' in page
 
@@ -587,9 +621,6 @@ def test_hardening_is_idempotent(feedback_page, tmp_path):
     assert feedback_csp() in feedback_page.read_text(encoding="utf-8").replace("&#x27;", "'")
 
 
-MATHJAX_LOCAL = Path("/usr/share/javascript/mathjax")  # Debian's libjs-mathjax (+ fonts-mathjax)
-
-
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
@@ -599,28 +630,18 @@ def _chromium() -> str | None:
 
 
 def _open_in_chromium(path: Path) -> dict:
-    """Load ``path`` in headless Chromium, with MathJax served from the local copy in place
-    of its CDN and every other request refused; return what the page did."""
+    """Load ``path`` in headless Chromium with every request but the page itself refused
+    (no network: the page needs none); return what the page did."""
     chromium = _chromium()
     if chromium is None:
         pytest.skip("no chromium installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed in this environment")
-    if not (MATHJAX_LOCAL / "MathJax.js").exists():
-        pytest.skip("no local MathJax 2 (apt-get install libjs-mathjax fonts-mathjax)")
-    cdn = "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/"
     fetched, refused = [], []
 
     def serve(route):
         url = route.request.url
-        if url.startswith(cdn):
-            rel = url[len(cdn):].split("?", 1)[0]
-            local = MATHJAX_LOCAL / rel
-            if local.is_file():
-                fetched.append(rel)
-                kind = "application/javascript" if rel.endswith(".js") else "font/woff"
-                return route.fulfill(status=200, body=local.read_bytes(), content_type=kind)
-            return route.fulfill(status=404, body=b"")
         if url.startswith(("file:", "data:")):
+            fetched.append(url[:40])
             return route.continue_()
         refused.append(url)
         return route.abort()
@@ -635,16 +656,13 @@ def _open_in_chromium(path: Path) -> dict:
                                  "e => window.__csp.push([e.violatedDirective, e.blockedURI, e.sample]));")
             page.route("**/*", serve)
             page.goto(path.as_uri())
-            # (wait_for_function would eval a string in the page, which the policy forbids)
-            for _ in range(150):
-                if page.evaluate("() => document.querySelectorAll('.mjx-chtml, .MathJax_CHTML').length > 0"):
-                    break
-                page.wait_for_timeout(100)
             page.wait_for_timeout(500)
             state = page.evaluate("""() => ({
                 pwned: [window.__pwned, window.__pwned2, window.__pwned3],
                 csp: window.__csp,
-                math: document.querySelectorAll('.mjx-chtml, .MathJax_CHTML').length,
+                // MathML laid out by the browser: formulas with a size of their own
+                math: Array.from(document.querySelectorAll('math')).filter(
+                    m => m.getBoundingClientRect().width > 0 && m.namespaceURI.endsWith('MathML')).length,
                 pngs: Array.from(document.images).filter(
                     i => i.src.startsWith('data:image/png') && i.naturalWidth > 0).length,
             })""")
@@ -654,13 +672,13 @@ def _open_in_chromium(path: Path) -> dict:
 
 
 def test_policy_keeps_the_page_working_in_chromium(feedback_pages):
-    """The hardened page works under its policy: MathJax loads from its folder (no eval,
-    no latest.js version lookup) and typesets, the PNGs show, nothing of the template is
-    refused but bootstrap's glyph fonts (which no feedback page uses, nor has beside it)."""
+    """The hardened page works under its policy and without network: the formulas are
+    MathML the browser lays out, the PNGs show, nothing is fetched, nothing of the template
+    is refused but bootstrap's glyph fonts (which no feedback page uses, nor has beside it)."""
     state = _open_in_chromium(feedback_pages["clean"])
     assert state["math"] >= 3, state
     assert state["pngs"] >= 2, state
-    assert "MathJax.js" in state["fetched"] and not state["refused"], state
+    assert not state["refused"], state
     others = [v for v in state["csp"] if not (v[0] == "font-src" and v[1] == "file")]
     assert others == [], others
     assert state["pwned"] == [None, None, None] and not state["dialogs"]
@@ -672,4 +690,3 @@ def test_policy_stops_a_script_that_sanitising_missed_in_chromium(feedback_pages
     assert not state["dialogs"]
     refused = {v[0] for v in state["csp"]}
     assert {"script-src-elem", "script-src-attr"} <= refused, state["csp"]
-    assert any(v[1] == "eval" for v in state["csp"]), state["csp"]  # MathJax evaluating the injected block

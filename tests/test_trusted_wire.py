@@ -23,6 +23,7 @@ def kernel(monkeypatch):
     monkeypatch.setattr(IPython.display, "publish_display_data", lambda data, *a, **k: published.append(data))
     ns: dict = {"__name__": "__main__"}
     ns["get_ipython"] = lambda: types.SimpleNamespace(user_ns=ns)
+    exec(agent.install_code(), ns)  # RobustExecute installs it on the first request
 
     def request(op, **fields):
         for key in ("args", "kwargs"):
@@ -141,3 +142,53 @@ def test_the_agent_is_a_standalone_module_sent_as_text():
     exec(compile(agent.AGENT_SOURCE, "<grader-agent>", "exec"), module.__dict__)
     x = torch.randn(3, 2).to(torch.bfloat16)
     assert torch.equal(module.tensor_from_bytes(base64.b64decode(module.tensor_payload(x)["data"]), "bfloat16", [3, 2]), x)
+
+
+def _handle_in_process(kernel):
+    """A trusted Handle whose requests run in the in-process agent of ``kernel``."""
+    import nbformat
+
+    from autograder.trusted import Handle
+
+    ns, _ = kernel
+    import IPython.display
+
+    def run(code):
+        out, before = [], IPython.display.publish_display_data
+        IPython.display.publish_display_data = lambda data, *a, **k: out.append(
+            {"output_type": "display_data", "data": data})
+        try:
+            exec(code, ns)
+        finally:
+            IPython.display.publish_display_data = before
+        return out
+
+    return Handle(run, nbformat.v4.new_notebook())
+
+
+def test_a_tensor_sent_twice_is_one_object_in_the_kernel(kernel):
+    ns, _ = kernel
+    exec("def same(q, k, v):\n    return [q is k, k is v, q is v]\n", ns)
+    h = _handle_in_process(kernel)
+    x, y = torch.randn(2, 3), torch.randn(2, 3)
+    assert h.call("same", x, x, x) == [True, True, True]
+    assert h.call("same", x, y, y) == [False, True, False]
+    assert h.call("same", x, k=x, v=x.clone()) == [True, False, False]
+
+
+def test_library_objects_vjp_and_cache_need_no_names_in_the_notebook(kernel):
+    ns, _ = kernel
+    exec("import torch\ndef f(a, b, scale=1.0):\n    return a * b * scale, (a + b).detach()\n", ns)
+    before = set(ns)
+    h = _handle_in_process(kernel)
+    seed = h.library("torch.manual_seed")
+    seed(3)
+    a, b, g = torch.randn(4), torch.randn(4), torch.randn(4)
+    da, db = h.vjp("f", (a, b), (g, torch.zeros(4)), scale=2.0)
+    assert torch.allclose(da, 2 * b * g) and torch.allclose(db, 2 * a * g)
+    (dx,) = h.vjp("f", (a,), (g,), b=b)
+    assert torch.allclose(dx, b * g)
+    da, db = h.vjp("f", (a, a), (g, g))  # one leaf: d(a*a) = 2a
+    assert torch.allclose(da, 2 * a * g) and torch.allclose(db, da)
+    assert set(ns) - before <= {"__builtins__"}, f"names added to the notebook: {set(ns) - before}"
+    assert h.cache == {} and h.cache.setdefault("k", 1) == 1

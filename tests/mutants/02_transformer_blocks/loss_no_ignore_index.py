@@ -1,0 +1,10 @@
+# mutant: padding not ignored: F.cross_entropy without ignore_index
+# fails: grade_loss
+# hint: ignore_index|padding too|ignor
+# %% loss
+def translation_loss(model, batch, pad_id=0, label_smoothing=0.1):
+    """Teacher-forcing loss of `model` on a TranslationBatch (src [B, S], tgt [B, T]): a scalar tensor."""
+    tgt_in, tgt_out = batch.tgt[:, :-1], batch.tgt[:, 1:]  # (B, T-1) each
+    logits = model(batch.src, tgt_in)  # (B, T-1, V)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt_out.reshape(-1),
+                           label_smoothing=label_smoothing)

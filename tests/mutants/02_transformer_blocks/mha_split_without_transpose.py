@@ -1,0 +1,29 @@
+# mutant: wrong head split: the projection is viewed straight as (B, nh, T, hs), without the transpose
+# fails: grade_mha
+# hint: split|transpose
+# %% mha
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads != 0:
+            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, query, key, value, mask=None, need_weights=False):
+        B, Tq, C = query.shape
+        Tk = key.size(1)
+        q = self.q_proj(query).view(B, self.n_heads, Tq, self.head_dim)
+        k = self.k_proj(key).view(B, self.n_heads, Tk, self.head_dim)
+        v = self.v_proj(value).view(B, self.n_heads, Tk, self.head_dim)
+        p = self.dropout if self.training else 0.0
+        y, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(B, Tq, C)
+        out = self.out_proj(y)
+        return out, (weights if need_weights else None)

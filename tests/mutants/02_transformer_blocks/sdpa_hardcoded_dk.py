@@ -1,0 +1,17 @@
+# mutant: hard-coded head size: scores divided by sqrt(64) instead of sqrt(d_k)
+# fails: grade_sdpa
+# hint: sqrt|\bscal(e|ing)\b|factor|head size
+# %% sdpa
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(64)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    weights = torch.softmax(scores, dim=-1)
+    blocked = torch.isneginf(scores).all(dim=-1, keepdim=True)
+    weights = weights.masked_fill(blocked, 0.0)
+    attn = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
+    out = attn @ v
+    return out, weights

@@ -1,0 +1,18 @@
+# mutant: softmax over the queries (dim=-2) instead of over the keys (dim=-1)
+# fails: grade_sdpa
+# hint: softmax|wrong dim|over the keys|sum to 1
+# %% sdpa
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0):
+    d_k = q.size(-1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_k)
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        else:
+            scores = scores + mask
+    weights = torch.softmax(scores, dim=-2)
+    blocked = torch.isneginf(scores).all(dim=-1, keepdim=True)
+    weights = weights.masked_fill(blocked, 0.0)
+    attn = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
+    out = attn @ v
+    return out, weights
