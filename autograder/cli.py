@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("assignment")
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these mutants (file stems)")
     p.add_argument("--unsafe", action="store_true", help="without the bubblewrap sandbox")
+    p.add_argument("--folder", type=Path, default=None, help="mutant files (default: tests/mutants/<assignment>/)")
 
     a = ap.parse_args(argv)
     if a.cmd == "release":
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.mutants import MutantError, main as mutants_main
 
         try:
-            return mutants_main(a.assignment, a.only, unsafe=a.unsafe)
+            return mutants_main(a.assignment, a.only, unsafe=a.unsafe, folder=a.folder)
         except MutantError as e:
             print(f"mutants: {e}", file=sys.stderr)
             return 1

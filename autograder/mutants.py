@@ -376,8 +376,8 @@ def report(assignment: str, baseline: dict[str, CellResult], outcomes: list[Outc
     return "\n".join(lines)
 
 
-def main(assignment: str, only: list[str] | None = None, *, unsafe: bool = False) -> int:
-    mutants = load(assignment)
+def main(assignment: str, only: list[str] | None = None, *, unsafe: bool = False, folder: Path | None = None) -> int:
+    mutants = load(assignment, folder)
     if only:
         mutants = [m for m in mutants if m.name in only]
     if not mutants:

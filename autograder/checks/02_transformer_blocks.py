@@ -321,17 +321,22 @@ def mha_parameters(h):
 @check("grade_mha", "dropout on the attention weights in training mode only")
 def mha_dropout(h):
     with seeded(3):
-        x = torch.randn(2, 6, 16)
+        x, sd = torch.randn(2, 6, 16), _mha_state(16, 4)
     with h.substituted(**REF_ATTENTION):
         seed_kernel(h, 3)
         mha = module(h, "MultiHeadAttention", 16, 4, dropout=0.5, train=True)
         o1, o2 = (tensor(pair(mha(x, x, x), "MultiHeadAttention")[0], "out") for _ in range(2))
         mha.eval()
         o3, o4 = (tensor(pair(mha(x, x, x), "MultiHeadAttention")[0], "out") for _ in range(2))
+        every = module(h, "MultiHeadAttention", 16, 4, dropout=1.0, state=sd, train=True)
+        o5 = tensor(pair(every(x, x, x), "MultiHeadAttention")[0], "out")
     if torch.allclose(o1, o2):
         raise AssertionError("MultiHeadAttention(dropout=0.5) in training mode gave the same output twice: "
                              "pass dropout_p=self.dropout to the attention while self.training")
     check_close(o4, o3, name="two outputs in eval mode", hint="no dropout in eval mode (dropout_p=0 unless self.training)")
+    if not torch.allclose(o5, sd["out_proj.bias"].expand(2, 6, 16), atol=1e-6):
+        raise AssertionError("dropout=1.0 in training mode should drop every attention weight (the output is then "
+                             "out_proj's bias): apply the dropout to the attention weights, not to the output")
 
 
 @check("grade_mha", "gradients (inputs and all four projections) equal those of the reference layer, "
@@ -553,6 +558,14 @@ def causal_sizes(h):
     for dev, desc in (("cpu", "device='cpu'"), (h.library("torch.device")("cpu"), "device=torch.device('cpu')")):
         if _mask_diagnosis(_mask(h, 4, device=dev)):
             raise AssertionError(f"causal_mask(4, {desc}) differs from causal_mask(4)")
+    # on PyTorch's "meta" device (no data, so any machine has it): the mask stays in the kernel, only its device
+    # type comes back: list(map(attrgetter("device.type"), map(partial(causal_mask, device="meta"), [3])))
+    lib = h.library
+    made = lib("builtins.map")(lib("functools.partial")(lib("__main__.causal_mask"), device="meta"), [3])
+    where = lib("builtins.list")(lib("builtins.map")(lib("operator.attrgetter")("device.type"), made))
+    if where != ["meta"]:
+        raise AssertionError(f"causal_mask(3, device='meta') made its mask on {where}: create it on the device given "
+                             "(torch.ones(T, T, dtype=torch.bool, device=device))")
     m = _mask(h, 7)
     with seeded(55), quiet():
         mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
@@ -834,6 +847,10 @@ def _expected(model: ref.Transformer, src, tgt) -> tuple[torch.Tensor, torch.Ten
         for e in (model.src_embed, model.tgt_embed):
             e.forward = lambda ids, e=e: F.embedding(ids, e.weight) / scale
         likely["embeddings not scaled by sqrt(d_model) before adding the positional encoding"] = model(src, tgt)
+        for e in (model.src_embed, model.tgt_embed):  # (E + pe) * s = (E + pe (s - 1) / s) * s + pe
+            e.forward = lambda ids, e=e: F.embedding(ids, e.weight) + pe[: ids.size(1)] * (scale - 1) / scale
+        likely["(embeddings + pe) * sqrt(d_model): scale the embeddings first, then add the positional encoding"] = \
+            model(src, tgt)
         for e in (model.src_embed, model.tgt_embed):
             del e.forward
         for blk in model.decoder:
@@ -869,12 +886,16 @@ def transformer_logits(h):
             got = tensor(mine(src, tgt), f"logits {desc}")
             want, shifted, likely = _expected(model, src, tgt)
             check_shape(got, tuple(want.shape), f"logits {desc}", dims=LOGIT_DIMS)
+            # logits at padded target positions are never used (the loss ignores them): compared as 0
+            real = (tgt != cfg.pad_id)[..., None]
+            got, want, shifted = (t.masked_fill(~real, 0.0) for t in (got, want, shifted))
+            likely = {k: v.masked_fill(~real, 0.0) for k, v in likely.items()}
             if not torch.allclose(got, shifted, atol=1e-4):  # positions counted from 1 (pe[1:T+1]) are fine too
                 check_close(got, want, atol=1e-4, name=f"logits {desc}", dims=LOGIT_DIMS, likely=likely,
                             hint="sqrt(d_model) * embeddings + pe[:T], dropout, your blocks with src_mask and causal_mask, "
                                  "the final norms, the generator")
             memory = tensor(mine.call_method("encode", src), "encode(src)")
-            check_close(tensor(mine.call_method("decode", tgt, memory, src), "decode"), got, atol=1e-5,
+            check_close(tensor(mine.call_method("decode", tgt, memory, src), "decode").masked_fill(~real, 0.0), got, atol=1e-5,
                         name=f"decode(tgt, encode(src), src) vs forward(src, tgt) {desc}", dims=LOGIT_DIMS)
 
 
@@ -1006,8 +1027,14 @@ def greedy_random(h):
                                  f"as every sentence has finished {where}")
     _greedy(h, 9, torch.tensor([[2, 2, 3]] * 2), 3, 2, 3, 0, "(no EOS within max_len=3)")
     model, _ = _greedy(h, 10, torch.tensor([[5, 1, 5], [5, 3, 5]]), 6, 5, 7, 9, "(bos=5, eos=7, pad=9)")
-    if h.library("operator.attrgetter")("training")(model) is not True:
+    training = h.library("operator.attrgetter")("training")
+    if training(model) is not True:
         raise AssertionError("greedy_decode left a model that was in training mode in eval mode: give it back in the "
+                             "mode it was in (was_training = model.training ... model.train(was_training))")
+    model = h.construct("CountingModel", 9).eval()
+    h.call("greedy_decode", model, torch.tensor([[2, 2, 3]]), max_len=3, bos=2, eos=3, pad=0)
+    if training(model) is not False:
+        raise AssertionError("greedy_decode left a model that was in eval mode in training mode: give it back in the "
                              "mode it was in (was_training = model.training ... model.train(was_training))")
 
 
@@ -1019,9 +1046,12 @@ def _fixed_logits(V: int, seed: int, B: int, T: int) -> torch.Tensor:
     return torch.randn(B, T, V, generator=g, dtype=torch.float64).float()
 
 
-def _smoothed(logits, target, keep, eps) -> torch.Tensor:
-    logp = logits.double().log_softmax(-1)[keep]
-    return -((1 - eps) * logp.gather(1, target[keep][:, None]).squeeze(1) + eps * logp.mean(1)).mean()
+def _smoothed(logits, target, keep, eps, per_sentence=False) -> torch.Tensor:
+    logp = logits.double().log_softmax(-1)
+    token = -((1 - eps) * logp.gather(-1, target[..., None]).squeeze(-1) + eps * logp.mean(-1))  # (B, T)
+    if per_sentence:
+        return ((token * keep).sum(1) / keep.sum(1).clamp(min=1)).mean()
+    return token[keep].mean()
 
 
 def _loss(h, V, seed, src, tgt, **kwargs):
@@ -1071,6 +1101,8 @@ def loss_random(h):
         keep, everything = target != pad_id, torch.ones_like(target, dtype=torch.bool)
         likely = {"a loss with padding id 0 instead of pad_id": _smoothed(logits, target, target != 0, eps),
                   "the loss over the padding too: ignore_index=pad_id": _smoothed(logits, target, everything, eps),
-                  "a loss without label smoothing (pass label_smoothing)": _smoothed(logits, target, keep, 0.0)}
+                  "a loss without label smoothing (pass label_smoothing)": _smoothed(logits, target, keep, 0.0),
+                  "the mean of per-sentence means: average over all real tokens of the batch at once":
+                      _smoothed(logits, target, keep, eps, per_sentence=True)}
         check_close(loss, _smoothed(logits, target, keep, eps), atol=1e-5, name=f"loss {where}", likely=likely,
                     hint="predict tgt[:, 1:], ignore_index=pad_id, label_smoothing as given, mean over real tokens")
