@@ -61,7 +61,7 @@ TRACEBACK = [  # as IPython colours it
     "/root/.cache/w.pt",
 ]
 STDERR = (f"{VENV}/torch/nn/modules/transformer.py:385: UserWarning: enable_nested_tensor is True\n"
-          "/tmp/ipykernel_12/3712.py:7: UserWarning: my own warning about /work/main/course/nn.py\n")
+          f"/tmp/ipykernel_12/3712.py:7: UserWarning: my own warning about {ROOT}/course/nn.py\n")
 HOSTILE_MATHML = (
     'Hostile: <math><maction actiontype="statusline"><mtext>x</mtext><mtext>javascript:alert(1)</mtext></maction>'
     '</math> <math href="javascript:alert(2)"><mi xlink:href="javascript:alert(3)" onclick="alert(4)">y</mi></math>'
