@@ -214,8 +214,6 @@ def _segment(base: NotebookNode, mutant: Mutant | None, tag: str,
         same = [g for g, src in mutant.cells.items() if src.split() == solutions[g].source.split()]
         if same:
             raise MutantError(f"{mutant.name}: cell {', '.join(same)} is the solution's code (not a mutant)")
-    if mutant is not None and mutant.name.startswith("~poison"):
-        same = []
     reset = NotebookNode(cell_type="code", source=f"# ---- {tag}: a fresh namespace (the setup cell imports again)\n"
                          "for _name in [n for n in globals() if not n.startswith('_') and n not in "
                          "('In', 'Out', 'get_ipython', 'exit', 'quit')]:\n    del globals()[_name]",
