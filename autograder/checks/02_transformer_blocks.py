@@ -30,7 +30,7 @@ from autograder.checkkit import (ATTN_DIMS, LOGIT_DIMS, TOKEN_DIMS, check_causal
 from autograder.delegation import (check_attention_not_delegated, check_not_reference, decoder_references,
                                    encoder_references, mha_honest, mha_references)
 from autograder.trusted import StudentError, check
-from course.testing import (CountingModel, check_close, check_no_delegation, check_rows_sum_to_one, check_shape,
+from course.testing import (CountingModel, FixedLogits, check_close, check_no_delegation, check_rows_sum_to_one, check_shape,
                             check_zero_where, greedy_one_by_one, randomize_norms, seeded)
 
 # what each grade cell's code runs with (as the notebook's `substituted` does in the grade cells)
@@ -528,14 +528,14 @@ def _mask_diagnosis(m: torch.Tensor) -> str | None:
     right = torch.ones(T, T, dtype=torch.bool).tril()
     if torch.equal(m, right):
         return None
-    for got, why in ((right.triu(1) | ~right, None), (~right, "True above the diagonal, i.e. on future keys: the mask is "
+    for got, why in ((~right, "True above the diagonal, i.e. on future keys: the mask is "
                                                           "inverted (True must mean 'may attend': key j <= query i)"),
                      (torch.ones(T, T, dtype=torch.bool).tril(-1), "the diagonal is False: a token must attend to itself "
                                                                   "(True where key j <= query i, diagonal included: tril(), not tril(-1))"),
                      (torch.ones(T, T, dtype=torch.bool).tril(1), "True one step above the diagonal: the mask is shifted, "
                                                                  "query i sees key i + 1 (use tril(), diagonal 0)"),
                      (right.t(), "it is transposed: rows are queries, columns keys (True where key j <= query i)")):
-        if why and torch.equal(m, got):
+        if torch.equal(m, got):
             return why
     i, j = (m != right).nonzero()[0].tolist()
     return f"it is wrong at query {i}, key {j}: True exactly where key j <= query i"
@@ -1042,8 +1042,8 @@ def greedy_random(h):
 # 9. the teacher-forcing loss, on the planted FixedLogits (course.testing)
 # ==================================================================================================
 def _fixed_logits(V: int, seed: int, B: int, T: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, T, V, generator=g, dtype=torch.float64).float()
+    """What the planted FixedLogits(V, seed) returns for a (B, T) decoder input (course.testing's, run here)."""
+    return FixedLogits(V, seed)(torch.zeros(B, 1, dtype=torch.long), torch.zeros(B, T, dtype=torch.long)).detach()
 
 
 def _smoothed(logits, target, keep, eps, per_sentence=False) -> torch.Tensor:
