@@ -4,15 +4,25 @@ A hidden check (``autograder/checks/<assignment>.py``, see :mod:`autograder.trus
 its inputs and references here, in the trusted process, and reaches the student's code
 through the handle ``h``. The builders below cover what every assignment's checks do:
 
+- draw inputs: :func:`rint`, :func:`drawn` (a check's random trials, the same on every run);
 - reach the student's objects: :func:`module` (construct, load weights with the notebook's
-  names, set the mode), :func:`load_weights` (the notebook's names are required; extra
-  buffers or parameters a student adds are allowed), :func:`seed_kernel`;
+  names, set the mode), :func:`module_like` (the mirror of a visible test), :func:`load_weights`
+  (the notebook's names are required; extra buffers or parameters a student adds are allowed),
+  :func:`attribute`, :func:`parameters`, :func:`seed_kernel`;
+- the student's answers: :func:`tensor` (type, shape, dtype), :func:`pair`, :func:`what` (a
+  value described without showing it);
 - compare: ``course.testing.check_close`` with ``likely=`` (name the mistake whose result the
-  student's matches), :func:`check_grads` against :func:`reference_grads`;
+  student's matches; :func:`planted` computes what a reference with a mistake planted gives),
+  :func:`check_grads` against :func:`reference_grads` (:func:`check_module_grads` for both),
+  :func:`check_vjp` (a function's gradients);
 - properties: :func:`check_causal_remote` (one request for every perturbed copy),
-  :func:`check_dropout_sites` (each named dropout module acts in training mode, none in eval);
-- the student's answers: :func:`tensor`, :func:`pair`, :func:`what` (a value described
-  without showing it).
+  :func:`check_dropout_sites` (each named dropout module acts in training mode, none in eval),
+  :func:`check_keeps_mode` (a function hands a model back in the mode it got it in),
+  :func:`check_raises`;
+- structure: :func:`check_parameters` (names and shapes), :func:`check_module_list` (n distinct
+  blocks), :func:`check_every_parameter_learns`;
+- own code: :func:`check_own_code` (the source scan, the bits of the results against the references
+  of :mod:`autograder.delegation`, the forbidden library calls).
 
 Self-attention is called with the *same* tensor object for query, key and value
 (``mha(x, x, x)``): the wire keeps object identity within a request, so a student's
@@ -22,12 +32,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import torch
 
 from autograder.trusted import RemoteObject, StudentError
-from course.testing import _perturb, check_causal, check_close
+from course.testing import _perturb, check_causal, check_close, check_no_delegation, check_shape, seeded
+
+T = TypeVar("T")
 
 TOKEN_DIMS = ("batch", "token", "channel")
 ATTN_DIMS = ("batch", "head", "query", "key")
@@ -55,16 +67,36 @@ def what(x: Any) -> str:
     return f"a {type(x).__name__}"
 
 
-def tensor(x: Any, name: str) -> torch.Tensor:
+def tensor(x: Any, name: str, *, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None,
+           dims: Sequence[str] | None = None, why: str = "") -> torch.Tensor:
+    """``x`` if it is a tensor (of ``shape`` and ``dtype`` when given; ``dims`` names the dims and
+    ``why`` follows the expected dtype in the message), else an ``AssertionError`` saying what it is."""
     if not isinstance(x, torch.Tensor):
         raise AssertionError(f"{name} should be a tensor, got {what(x)}")
+    if shape is not None:
+        check_shape(x, tuple(shape), name, dims=dims)
+    if dtype is not None and x.dtype != dtype:
+        raise AssertionError(f"{name} has dtype {x.dtype}, expected {dtype}{why}")
     return x
 
 
 def pair(r: Any, name: str) -> tuple[Any, Any]:
+    """The two results of a function that returns ``(out, weights)``."""
     if not (isinstance(r, list) and len(r) == 2):
         raise AssertionError(f"{name} should return a pair (out, weights), got {what(r)}")
     return r[0], r[1]
+
+
+def rint(lo: int, hi: int) -> int:
+    """A random integer in ``[lo, hi)`` from torch's generator (so that :func:`drawn` fixes it)."""
+    return int(torch.randint(lo, hi, ()))
+
+
+def drawn(seed: int, n: int, make: Callable[[int], T]) -> list[T]:
+    """``[make(0), ..., make(n - 1)]`` drawn under ``seeded(seed)``: a check's random trials, the same
+    on every run (made before the first request, so that the student's code cannot change them)."""
+    with seeded(seed):
+        return [make(i) for i in range(n)]
 
 
 def seed_kernel(h, seed: int) -> None:
@@ -111,6 +143,44 @@ def module_like(h, name: str, *args, state: dict, **kwargs) -> tuple[RemoteObjec
     return obj, weights
 
 
+def attribute(h, obj: RemoteObject, *paths: str) -> Any:
+    """``obj.<path>`` (a dotted path) of a student's object, read in their kernel; with several paths, a list
+    of their values (one request)."""
+    return h.library("operator.attrgetter")(*paths)(obj)
+
+
+def parameters(h, obj: RemoteObject) -> dict[str, Any]:
+    """``dict(obj.named_parameters())`` of a student's module (name -> tensor)."""
+    return h.library("builtins.dict")(obj.call_method("named_parameters"))
+
+
+_UNSET = object()
+
+
+@contextlib.contextmanager
+def planted(objs: Iterable[Any], name: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, attribute ``name`` of each of ``objs`` (reference objects, made here) is
+    ``make(obj)``: e.g. a ``forward`` with a classic mistake, to compute what that mistake returns
+    for ``check_close(likely=...)``. Put back after (an attribute the class gave is deleted again)."""
+    objs = list(objs)  # an nn.Module keeps its parameters, buffers and submodules out of __dict__
+    saved = [obj.__dict__.get(name, getattr(obj, name) if _registered(obj, name) else _UNSET) for obj in objs]
+    try:
+        for obj in objs:
+            setattr(obj, name, make(obj))
+        yield
+    finally:
+        for obj, old in zip(objs, saved):
+            if old is _UNSET:
+                delattr(obj, name)
+            else:
+                setattr(obj, name, old)
+
+
+def _registered(obj: Any, name: str) -> bool:
+    """Whether ``name`` is a parameter, buffer or submodule of ``obj`` (an ``nn.Module``)."""
+    return isinstance(obj, torch.nn.Module) and any(name in d for d in (obj._parameters, obj._buffers, obj._modules))
+
+
 def reference_grads(mod: torch.nn.Module, inputs: tuple, grad_output: torch.Tensor):
     """Gradients of ``mod(*inputs)`` (first output) for ``grad_output``: ([d input], {name: d param}).
     An input passed twice (the same object) is one leaf, as in the student's kernel."""
@@ -129,13 +199,37 @@ def check_grads(got, expected, name: str) -> None:
         raise AssertionError(f"{name}: {len(got_in)} input gradients came back, expected {len(exp_in)}")
     for i, (g, e) in enumerate(zip(got_in, exp_in)):
         if e is not None:
-            check_close(tensor(g, f"gradient of input {i}"), e, atol=1e-5, rtol=1e-4, name=f"{name}: gradient of input {i}")
+            check_close(tensor(g, f"gradient of input {i}"), e, atol=1e-5, rtol=1e-4,
+                        name=f"{name}: gradient of input {i}")
     missing = sorted(set(exp_params) - set(got_params))
     if missing:
         raise AssertionError(f"{name}: no gradient reaches {', '.join(missing[:6])}: is a parameter unused, or a "
                              "tensor detached on the way?")
     for key, e in exp_params.items():
         check_close(tensor(got_params[key], key), e, atol=1e-5, rtol=1e-4, name=f"{name}: gradient of {key}")
+
+
+def check_module_grads(obj: RemoteObject, reference: torch.nn.Module, inputs: tuple, grad_output: torch.Tensor,
+                       name: str) -> None:
+    """The gradients of the student's module (inputs and every parameter) equal those of ``reference``
+    (the same weights) for ``grad_output`` on the first output."""
+    check_grads(obj.grads(*inputs, grad_output=grad_output), reference_grads(reference, inputs, grad_output), name)
+
+
+def check_vjp(h, fn: str, inputs: Sequence[torch.Tensor], cotangents: Sequence[torch.Tensor],
+              reference: Callable[..., Any], *, name: str, labels: Sequence[str] | None = None, **kwargs) -> None:
+    """The gradients of the student's function ``fn`` with respect to ``inputs``, for the outputs
+    weighted by ``cotangents``, equal those of ``reference(*inputs, **kwargs)`` (its outputs, or its
+    first ones: those get the first cotangents). ``labels`` name the inputs in the message."""
+    got = h.vjp(fn, tuple(inputs), tuple(cotangents), **kwargs)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    outs = reference(*leaves, **kwargs)
+    outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+    torch.autograd.backward(outs, list(cotangents[:len(outs)]))
+    for label, d, leaf in zip(labels or [f"input {i}" for i in range(len(leaves))], got, leaves):
+        check_close(tensor(d, f"gradient of {label}"), leaf.grad, atol=1e-5, rtol=1e-4,
+                    name=f"{name}: gradient with respect to {label}",
+                    hint="every step must be a differentiable torch operation (no .detach(), .item() or numpy)")
 
 
 def check_causal_remote(call: Callable, x: torch.Tensor, *, name: str, repeat: tuple = (), seed: int = 0) -> None:
@@ -147,7 +241,8 @@ def check_causal_remote(call: Callable, x: torch.Tensor, *, name: str, repeat: t
     n = len(inputs)
     out = tensor(call(torch.cat(inputs), *[r.repeat(n, *([1] * (r.dim() - 1))) for r in repeat]), name)
     if out.dim() < 2 or out.size(0) != n * x.size(0):
-        raise AssertionError(f"{name}: output has shape {tuple(out.shape)}, expected the batch of {n * x.size(0)} first")
+        raise AssertionError(f"{name}: output has shape {tuple(out.shape)}, expected the batch of {n * x.size(0)} "
+                             "first")
     outs, unused = list(out.split(x.size(0))), list(range(n))
 
     def lookup(t):
@@ -190,3 +285,80 @@ def check_dropout_sites(h, obj: RemoteObject, sites: dict[str, str], call: Calla
     if not torch.allclose(still, base, atol=1e-6):
         raise AssertionError(f"{name}: with its dropouts at p=0.5 the output changes in eval mode: dropout must be off "
                              "in eval mode (use the nn.Dropout modules, or F.dropout(..., training=self.training))")
+
+
+def check_keeps_mode(h, make: Callable[[], RemoteObject], use: Callable[[RemoteObject], Any], *, name: str) -> None:
+    """``use(model)`` hands a model of the student's kernel (``make()``) back in the mode it got it in,
+    training or eval (a decoding or evaluation function that calls ``model.eval()``)."""
+    for mode, was, now in ((True, "training", "eval"), (False, "eval", "training")):
+        model = make().train(mode)
+        use(model)
+        if attribute(h, model, "training") is not mode:
+            raise AssertionError(f"{name} left a model that was in {was} mode in {now} mode: give it back in the "
+                                 "mode it was in (was_training = model.training ... model.train(was_training))")
+
+
+def check_raises(h, fn: str, *args: Any, error: str, why: str) -> None:
+    """The student's ``fn(*args)`` raises ``error`` (an exception type's name); ``why`` says when it should."""
+    call = f"{fn}({', '.join(map(repr, args))})"
+    try:
+        h.call(fn, *args)
+    except StudentError as e:
+        if e.type_name != error:
+            raise AssertionError(f"{call} raised {e.shown_type}, expected {error}") from None
+    else:
+        raise AssertionError(f"{call} should raise {error} ({why})")
+
+
+# -- structure -------------------------------------------------------------------------------------
+def check_parameters(h, obj: RemoteObject, expected: Mapping[str, tuple[int, ...]], *, name: str, want: str) -> None:
+    """The student's module has exactly the parameters ``expected`` (name -> shape); ``want`` says
+    what they are in the message (``"the parameters of two nn.Linear(8, 8) with bias"``)."""
+    got = {k: tuple(tensor(v, k).shape) for k, v in parameters(h, obj).items()}
+    if got == dict(expected):
+        return
+    extra, missing = sorted(set(got) - set(expected)), sorted(set(expected) - set(got))
+    wrong = [f"{k} has shape {got[k]}, expected {expected[k]}" for k in sorted(set(got) & set(expected))
+             if got[k] != expected[k]]
+    raise AssertionError(f"{name} should have exactly {want}: " + "; ".join(
+        ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected parameters {', '.join(extra)}"]
+                                                                  if extra else []) + wrong))
+
+
+def check_module_list(h, obj: RemoteObject, path: str, kind: str, n: int, *, name: str) -> None:
+    """``obj.<path>`` is an ``nn.ModuleList`` of ``n`` distinct modules of the class ``kind`` (not one
+    module repeated: the layers must not share weights)."""
+    children = attribute(h, obj, f"{path}._modules")
+    kinds = [getattr(c, "type_name", what(c)) for c in children.values()] if isinstance(children, dict) \
+        else [what(children)]
+    if kinds != [kind] * n:
+        raise AssertionError(f"{name}.{path} holds {kinds}, expected {n} {kind}s in an nn.ModuleList")
+    if len({h.library("builtins.id")(c) for c in children.values()}) != n:
+        raise AssertionError(f"{name}.{path} repeats one {kind} object: build {n} distinct ones (a list "
+                             f"comprehension, not [block] * n: the layers must not share weights)")
+
+
+def check_every_parameter_learns(h, obj: RemoteObject, *inputs: Any, grad_output: torch.Tensor, name: str) -> None:
+    """A gradient reaches every parameter of the student's module from ``obj(*inputs)``."""
+    _, grads = obj.grads(*inputs, grad_output=grad_output)
+    unused = sorted(n for n in parameters(h, obj) if n not in grads)
+    if unused:
+        raise AssertionError(f"no gradient reaches {', '.join(unused[:5])} ({name}): is a module unused, or a "
+                             "tensor detached?")
+
+
+# -- own code --------------------------------------------------------------------------------------
+def check_own_code(h, cell: str, scan: Mapping[str, str], *, follow: bool = True,
+                   bits: Callable[[], Any] | None = None, forbidden: Sequence[str] = (),
+                   run: Callable[[], Any] | None = None) -> None:
+    """Not delegated, in three steps: the source of the solution cell ``cell`` (with ``follow``, also the
+    notebook's functions it calls) uses no name of ``scan`` (name -> the advice shown); ``bits()`` compares
+    the bits of the student's results with the references' (:func:`autograder.delegation.check_not_reference`:
+    what the kernel cannot hide, and its message names the reference); ``run()`` works while the library
+    functions at the dotted paths ``forbidden`` raise."""
+    check_no_delegation(h.source(cell), scan, follow=follow)
+    if bits is not None:
+        bits()
+    if run is not None:
+        with h.forbidden(*forbidden):
+            run()
