@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 
 
@@ -29,9 +30,23 @@ class Reference:
 
 
 #: Modules of ``course`` whose every public top-level definition must be listed in REFERENCES.
-REFERENCE_MODULES: tuple[str, ...] = ("course.nn",)
+REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq")
 
 REFERENCES: tuple[Reference, ...] = (
+    Reference("course.seq2seq", "dot_score", A01, "part 1"),
+    Reference("course.seq2seq", "scaled_dot_score", A01, "part 1"),
+    Reference("course.seq2seq", "general_score", A01, "part 1"),
+    Reference("course.seq2seq", "additive_score", A01, "part 1"),
+    Reference("course.seq2seq", "masked_softmax", A01, "part 2"),
+    Reference("course.seq2seq", "AdditiveAttention", A01, "part 3"),
+    Reference("course.seq2seq", "Encoder", A01, "part 4"),
+    Reference("course.seq2seq", "AttentionDecoder", A01, "part 5"),
+    Reference("course.seq2seq", "fixed_context", A01, "part 6"),
+    Reference("course.seq2seq", "FixedContext", A01, "part 6: the baseline's attention, built on fixed_context"),
+    Reference("course.seq2seq", "PlainDecoder", A01, "part 6: the baseline decoder, built on AttentionDecoder"),
+    Reference("course.seq2seq", "Seq2Seq", A01, "part 7"),
+    Reference("course.seq2seq", "greedy_decode", A01, "part 8"),
+    Reference("course.seq2seq", "beam_search", A01, "part 9"),
     Reference("course.nn", "fingerprint", None, "the graders' marker on course.nn's results, no exercise"),
     Reference("course.nn", "scaled_dot_product_attention", A02, "part 1"),
     Reference("course.nn", "MultiHeadAttention", A02, "part 2"),

@@ -142,6 +142,34 @@ def _forbid_mode(names):
     return _Forbid()
 
 
+def _blocked_code(fn, path):
+    """A code object for ``fn`` that raises at once (same free variables, so it can replace ``fn.__code__``)."""
+    free = fn.__code__.co_freevars
+    message = path + " may not be used here: this exercise is to implement it yourself"
+    src = ("def __outer():\n" + "".join(f"    {v} = None\n" for v in free)
+           + "    def __stub(*a, **k):\n"
+           + f"        raise RuntimeError({message!r})\n"
+           + (f"        return ({', '.join(free)},)\n" if free else "") + "    return __stub\n")
+    scope = {}
+    exec(src, scope)
+    code = scope["__outer"]().__code__
+    return code if code.co_freevars == free else None
+
+
+def _code_targets(obj):
+    """The Python functions whose code runs when ``obj`` (a function, or a class's methods) is called."""
+    import types
+    found, todo = [], [obj]
+    if isinstance(obj, type):
+        todo = [getattr(v, "__func__", v) for v in vars(obj).values()]
+    while todo:
+        f = todo.pop()
+        if isinstance(f, types.FunctionType) and f not in found:
+            found.append(f)
+            todo.append(getattr(f, "__wrapped__", None))
+    return found
+
+
 def _named(ns, name):
     if name not in ns:
         raise NameError(f"name '{name}' is not defined: did you run the cell that defines it?")
@@ -220,6 +248,13 @@ def handle(request_b64, ns):
                 def _stub(*a, _path=path, **k):
                     raise RuntimeError(f"{_path} may not be used here: this exercise is to implement it yourself")
                 setattr(owner, attr, _stub)
+                # an alias taken earlier (f = course.seq2seq.masked_softmax, or a subclass) still runs the
+                # same function objects: their code raises too
+                for fn in _code_targets(orig):
+                    code = _blocked_code(fn, path)
+                    if code is not None:
+                        frame.setdefault(("code", id(fn)), (fn, fn.__code__))
+                        fn.__code__ = code
             if torch_funcs and "torch" in _sys.modules:
                 # an alias taken earlier (f = F.scaled_dot_product_attention) escapes the
                 # attribute patch above, but not torch's function dispatch
@@ -231,6 +266,8 @@ def handle(request_b64, ns):
                 for name, old in SAVED.pop().items():
                     if name == ("mode",):
                         old.__exit__(None, None, None)
+                    elif name[0] == "code" if isinstance(name, tuple) else False:
+                        old[0].__code__ = old[1]
                     elif isinstance(name, tuple):
                         owner, attr, orig = old
                         setattr(owner, attr, orig)

@@ -30,6 +30,8 @@ PIPELINE_NAMES = {
 
 #: assignment -> (metric key, what it measures, target)
 HEADLINE = {
+    "01_attention_seq2seq": ("bleu_test2016", "BLEU, Multi30k test 2016, greedy (sacrebleu), attention GRU",
+                             "≥ 30 (de→en) within 5 min"),
     "02_transformer_blocks": ("bleu_test2016", "BLEU, Multi30k test 2016, greedy (sacrebleu)", "≥ 37 within 5 min"),
 }
 
@@ -39,8 +41,10 @@ def table(entries: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
-        groups.setdefault((e["assignment"], e["profile"], e["device"]), []).append(e)
-    for (aid, prof, device), runs in sorted(groups.items()):
+        m = e.get("metrics", {})  # one row per direction of a translation task
+        groups.setdefault((e["assignment"], e["profile"], e["device"], str(m.get("src", "")), str(m.get("tgt", ""))),
+                          []).append(e)
+    for (aid, prof, device, _, _), runs in sorted(groups.items()):
         key, what, target = HEADLINE.get(aid, (None, "", ""))
         if key is None or not all(key in r["metrics"] for r in runs):
             continue

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per notebook")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README table")
     ap.add_argument("--script", action="store_true", help="run the code cells as a plain Python script")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="an environment variable for the notebooks, e.g. COURSE_MT_DIRECTION=de-en (repeatable)")
     a = ap.parse_args(argv)
 
     names = a.assignments or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, COURSE_PROFILE=a.profile, COURSE_RESULTS=str(a.results.resolve()), MPLBACKEND="Agg",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for item in a.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--env wants KEY=VALUE, got {item!r}")
+        env[key] = value
     failed = []
     for name in names:
         for nb_path in sorted((ROOT / "solutions" / name).glob("*.ipynb")):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import inspect
+import itertools
 import math
 import random
 import textwrap
@@ -1081,3 +1082,105 @@ class FixedLogits(torch.nn.Module):
         self.calls.append((src, tgt))
         g = torch.Generator().manual_seed(self.seed)
         return torch.randn(tgt.size(0), tgt.size(1), self.V, generator=g, dtype=torch.float64).float().requires_grad_()
+
+
+class _TableStep(torch.nn.Module):
+    """The decoder step of :class:`TableModel`."""
+
+    def __init__(self, owner: "TableModel"):
+        super().__init__()
+        self.owner = [owner]  # a list: not registered as a submodule (no cycle)
+
+    def forward(self, y_prev: torch.Tensor, s_prev: torch.Tensor, enc_out: torch.Tensor,
+                src_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.owner[0]
+        m.n_decode += 1
+        m.max_rows = max(m.max_rows, int(y_prev.size(0)))
+        first, before = s_prev[:, 0].long() % m.table.size(0), s_prev[:, 1].long()  # (B,) each: the state
+        table = m.table.to(y_prev.device)
+        prev = (y_prev + int(m.training)) % m.V  # training mode (dropout on) reads the table one row off
+        logits = table[first, prev]  # (B, V)
+        if m.memory:  # the token before y_prev, carried in the state (none yet: -1)
+            logits = logits + m.memory * torch.where((before >= 0)[:, None], table[first, before.clamp(min=0)], 0.0)
+        lengths = src_mask.long().sum(-1).clamp(min=1)  # (B,)
+        pos = y_prev % lengths  # attends to one real source position, chosen by the previous token
+        weights = torch.nn.functional.one_hot(pos, src_mask.size(1)).float()  # (B, S)
+        return logits, torch.stack([s_prev[:, 0], y_prev.to(s_prev.dtype)], dim=1), weights
+
+
+class TableModel(torch.nn.Module):
+    """A planted encoder-decoder for greedy and beam search (the interface of ``Seq2Seq``: ``encode``,
+    ``decoder``, ``pad_id``): the next-token logits are ``table[src[b, 0], y_prev]``, a fixed
+    ``[n_first, V, V]`` table (when not given: random N(0, 2^2) from ``seed``, never predicting
+    ``pad_id``), so the probability of every hypothesis is known exactly. In training mode it reads
+    the row of ``y_prev + 1``. Its attention weights are one-hot at source position ``y_prev % len``.
+    With ``memory`` the logits add ``memory * table[src[b, 0], token before y_prev]``, that token carried
+    in the state ``[B, 2]``: a decoder that does not follow each hypothesis's own state gets other
+    probabilities. Counts ``n_decode`` calls and the largest batch (``max_rows``) a step saw."""
+
+    def __init__(self, V: int, table: torch.Tensor | None = None, seed: int = 0, pad_id: int = 0,
+                 n_first: int | None = None, memory: float = 0.0):
+        super().__init__()
+        if table is None:
+            g = torch.Generator().manual_seed(seed)
+            table = 2.0 * torch.randn(n_first or V, V, V, generator=g)
+            table[..., pad_id] = -1e4  # the padding token is never predicted
+        table = torch.as_tensor(table, dtype=torch.float32)
+        if table.dim() == 2:
+            table = table[None]
+        if table.shape[1:] != (V, V):
+            raise ValueError(f"table must be [n_first, {V}, {V}] (or [{V}, {V}]), got {tuple(table.shape)}")
+        self.V, self.pad_id, self.table, self.memory = V, pad_id, table, float(memory)
+        self.decoder = _TableStep(self)
+        self.n_decode = 0
+        self.max_rows = 0
+
+    def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> enc_out ``[B, S, 2]`` (positions), s_0 ``[B, 2]`` (the first source token, -1), src_mask ``[B, S]``."""
+        B, S = src.shape
+        mask = torch.arange(S, device=src.device)[None, :] < src_len.to(src.device)[:, None]
+        enc_out = torch.arange(S, device=src.device, dtype=torch.float32)[None, :, None].expand(B, S, 2)
+        return enc_out, torch.stack([src[:, 0].float(), torch.full((B,), -1.0, device=src.device)], dim=1), mask
+
+    def log_prob(self, first: int, tokens: list[int]) -> float:
+        """Exact eval-mode ``log p(tokens[1:] | tokens[0], src[0] = first)`` (tokens starts with bos)."""
+        if not self.memory:
+            if getattr(self, "_logp", None) is None:  # [n_first][V][V] as lists: brute force calls this a lot
+                self._logp = torch.log_softmax(self.table.double(), dim=-1).tolist()
+            logp = self._logp[first % len(self._logp)]
+            return math.fsum(logp[a][b] for a, b in zip(tokens[:-1], tokens[1:]))
+        if getattr(self, "_logp2", None) is None:  # [n_first][before][prev][V]: the second-order table
+            t = self.table.double()
+            self._logp = torch.log_softmax(t, dim=-1).tolist()
+            self._logp2 = torch.log_softmax(t[:, None, :, :] + self.memory * t[:, :, None, :], dim=-1).tolist()
+        one, two = self._logp[first % len(self._logp)], self._logp2[first % len(self._logp2)]
+        return math.fsum(one[tokens[0]][tokens[1]] if i == 1 else two[tokens[i - 2]][tokens[i - 1]][tokens[i]]
+                         for i in range(1, len(tokens)))
+
+
+def table_from_probs(V: int, probs: Mapping[int, Mapping[int, Mapping[int, float]]]) -> torch.Tensor:
+    """A logits table for :class:`TableModel` from ``{first: {prev: {token: p}}}``: ``[max first + 1, V, V]``,
+    ``log p`` at the listed (first, prev, token), -20 (p about 2e-9) elsewhere."""
+    table = torch.full((max(probs) + 1, V, V), -20.0)
+    for first, rows in probs.items():
+        for prev, row in rows.items():
+            for token, p in row.items():
+                table[first, prev, token] = math.log(p)
+    return table
+
+
+def best_by_brute_force(model: TableModel, first: int, max_len: int, bos: int, eos: int,
+                        alpha: float = 1.0, exclude: Sequence[int] = ()) -> list[int]:
+    """``[bos, y_1, ..., y_n]`` maximising ``log p / n**alpha`` over every hypothesis of a :class:`TableModel`
+    (``y_n = eos`` or ``n = max_len``; tokens in ``exclude``, e.g. the padding id, never appear): what a beam
+    as wide as the search space finds."""
+    tokens = [t for t in range(model.V) if t not in exclude]
+    best, best_score = [bos], -math.inf
+    for n in range(1, max_len + 1):
+        for ys in itertools.product(tokens, repeat=n):
+            if eos in ys[:-1] or (n < max_len and ys[-1] != eos):
+                continue
+            score = model.log_prob(first, [bos, *ys]) / n ** alpha
+            if score > best_score:
+                best, best_score = [bos, *ys], score
+    return best

@@ -32,6 +32,7 @@ from autograder import classroom, release
 from autograder import student_copy as sc
 
 ROOT = Path(__file__).resolve().parent.parent
+A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 AIDS = release.assignments(ROOT)
 #: site-packages of this environment: a `python -S` child gets torch & co. from it, without the .pth
@@ -42,6 +43,10 @@ TOP_LEVEL = {".gitignore", "Makefile", "README.md", "assignments", "course", "en
 #: What 02's open copy must not hold: course.nn's blocks that answer 02.
 ANSWERS_02 = {"scaled_dot_product_attention", "MultiHeadAttention", "sinusoidal_positional_encoding", "causal_mask",
               "MLP", "BlockConfig", "TransformerBlock", "EncoderBlock", "DecoderBlock", "TransformerConfig", "Transformer"}
+#: What 01's open copy must not hold: course.seq2seq, every definition of which answers 01.
+ANSWERS_01 = {"dot_score", "scaled_dot_score", "general_score", "additive_score", "masked_softmax", "AdditiveAttention",
+              "Encoder", "AttentionDecoder", "fixed_context", "FixedContext", "PlainDecoder", "Seq2Seq", "greedy_decode",
+              "beam_search"}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +87,7 @@ def test_copy_holds_what_students_need_and_nothing_else(copy):
     theirs = {p.relative_to(copy / "course") for p in (copy / "course").rglob("*.py")}
     assert ours == theirs
     changed = {str(p) for p in ours if (ROOT / "course" / p).read_bytes() != (copy / "course" / p).read_bytes()}
-    assert changed == {"nn.py"}
+    assert changed == {"nn.py", "seq2seq.py"}
     assert sc.check_copy(copy, ROOT, AIDS) == []
 
 
@@ -197,8 +202,10 @@ def test_a_cell_that_does_not_parse_is_a_finding(tmp_path):
 # -- the declaration and the cut ---------------------------------------------------------------------------
 
 def test_declaration_withholds_02s_references_while_it_is_open():
-    assert sc.withheld(ROOT) == {"course.nn": dict.fromkeys(ANSWERS_02, A02)}
-    assert sc.withheld(ROOT, closed=[A02]) == {}
+    assert sc.withheld(ROOT) == {"course.nn": dict.fromkeys(ANSWERS_02, A02),
+                                 "course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
+    assert sc.withheld(ROOT, closed=[A02]) == {"course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
+    assert sc.withheld(ROOT, closed=[A01, A02]) == {}
 
 
 def test_an_undeclared_reference_or_an_unknown_assignment_stops_the_build(monkeypatch, tmp_path):
@@ -276,7 +283,7 @@ def test_output_never_lands_in_the_repository(tmp_path):
 
 def test_a_closed_assignment_ships_its_references(closed_copy):
     assert (closed_copy / "course" / "nn.py").read_bytes() == (ROOT / "course" / "nn.py").read_bytes()
-    assert sc.check_copy(closed_copy, ROOT, []) == []  # with 02 closed nothing is open
+    assert sc.check_copy(closed_copy, ROOT, [A01]) == []  # with 02 closed only 01 is open
 
 
 # -- the copy's course, alone ------------------------------------------------------------------------------

@@ -86,6 +86,26 @@ def test_forbidden_catches_aliases_taken_earlier(kernel):
     assert request("call", name="attn", args=[q, q, q])["ok"]
 
 
+def test_forbidden_python_functions_raise_through_aliases_subclasses_and_decorators(kernel):
+    """A course reference forbidden while graded: an alias taken in another cell, a subclass and a
+    decorated function all run the same function objects, whose code raises until restored."""
+    import course.seq2seq as ref
+
+    ns, request = kernel
+    ns["ms"], ns["greedy"] = ref.masked_softmax, ref.greedy_decode
+    exec("class Enc(Base):\n    pass\n", {**ns, "Base": ref.Encoder}, ns)
+    scores, mask = torch.zeros(1, 3), torch.tensor([[True, True, False]])
+    assert request("call", name="ms", args=[scores, mask])["ok"]
+    request("forbid", paths=["course.seq2seq.masked_softmax", "course.seq2seq.Encoder", "course.seq2seq.greedy_decode"])
+    for name, args in (("ms", [scores, mask]), ("Enc", [5, 2, 3, 4]), ("greedy", [None, None, None, 1, 0, 1])):
+        r = request("call", name=name, args=args)
+        assert not r["ok"] and "course.seq2seq." in r["error"]["message"] and "may not be used" in r["error"]["message"]
+    request("restore")
+    assert request("call", name="ms", args=[scores, mask])["ok"]
+    assert request("call", name="Enc", args=[5, 2, 3, 4])["ok"]
+    assert torch.equal(ref.masked_softmax(scores, mask), torch.tensor([[0.5, 0.5, 0.0]]))
+
+
 def test_substitutions_nest_and_restore_in_order(kernel):
     ns, request = kernel
     ns["f"] = lambda: "student"

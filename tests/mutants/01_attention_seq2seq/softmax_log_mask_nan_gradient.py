@@ -1,0 +1,20 @@
+# mutant: adds log(mask) (-inf at padding) and repairs the NaN rows with nan_to_num: NaN gradient
+# fails: grade_masked_softmax
+# hint: gradient|NaN
+# %% masked_softmax
+def masked_softmax(scores, mask):
+    """Softmax over the last dim among the allowed entries.
+
+    Args:
+        scores: Tensor[..., S].
+        mask: BoolTensor broadcastable to scores, True where allowed.
+
+    Returns:
+        Tensor[..., S]: sums to 1 over the allowed entries, exactly 0 elsewhere; a row without any allowed entry
+        is all zeros (no NaN, also in the gradient).
+    """
+    mask = mask.expand_as(scores)
+    weights = torch.softmax(scores + mask.float().log(), dim=-1)
+    # a row with no allowed entry is softmax(-inf, ..., -inf) = 0/0 = NaN: set it to 0; the backward of masked_fill
+    # sends a zero gradient through the filled entries, so no NaN reaches the scores either
+    return torch.nan_to_num(weights, nan=0.0)

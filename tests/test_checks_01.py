@@ -1,0 +1,99 @@
+"""The hidden checks of assignment 01 (autograder/checks/01_attention_seq2seq.py), in-process.
+
+- the checks cover the notebook's grade cells one to one, each with exactly one mirror of its
+  visible asserts and at least one hidden check; the source keeps only pointers to them;
+- the course's answers (course/seq2seq.py, run as if it were the notebook) pass every check;
+- a planted mistake fails exactly its grade cell, with a first line that names it (the full proof
+  through a sandboxed kernel is tests/mutants/01_attention_seq2seq/, run by tests/test_mutants.py);
+- the course's answers reached through an alias or a subclass are refused.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import course.seq2seq
+from autograder.trusted import load_checks
+from course.testing import TableModel
+from tests.inprocess import namespace, run_checks
+
+ROOT = Path(__file__).resolve().parent.parent
+AID = "01_attention_seq2seq"
+NOTEBOOK = nbformat.read(ROOT / "source" / AID / f"{AID}.ipynb", as_version=4)
+REFERENCE = (ROOT / "course" / "seq2seq.py").read_text()
+
+
+def _grade_cells() -> dict[str, nbformat.NotebookNode]:
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in NOTEBOOK.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata["nbgrader"].get("solution")}
+
+
+def _failing(patches: list[tuple[str, str]] = (), **names) -> dict[str, list[str]]:
+    source = REFERENCE
+    for old, new in patches:
+        assert source.count(old) == 1, f"patch does not apply: {old!r}"
+        source = source.replace(old, new)
+    ns = namespace(source, TableModel=TableModel, **names)
+    failed: dict[str, list[str]] = {}
+    for (gid, _), outcome in run_checks(AID, ns, NOTEBOOK).items():
+        if outcome != "ok":  # the first line of each failed check's message
+            failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
+    return failed
+
+
+def test_checks_cover_the_grade_cells_one_to_one():
+    checks, cells = load_checks(AID), _grade_cells()
+    assert sorted(checks) == sorted(cells)
+    for gid, found in checks.items():
+        assert [c.mirrors_visible for c in found].count(True) == 1, f"{gid}: one mirror of the visible asserts"
+        assert len(found) >= 2, f"{gid}: the mirror and at least one hidden check"
+        assert len({c.name for c in found}) == len(found), f"{gid}: duplicate check names"
+        hidden = cells[gid].source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+        assert hidden.strip() == f"# hidden checks: autograder/checks/{AID}.py (run by the trusted grader)"
+
+
+def test_the_course_answers_pass_every_check():
+    assert _failing() == {}
+
+
+MISTAKES = [  # (grade cell, first-line pattern, patches of course/seq2seq.py)
+    ("grade_scores", r"divided by d instead of sqrt",
+     [("return dot_score(query, keys) / math.sqrt(query.size(-1))", "return dot_score(query, keys) / query.size(-1)")]),
+    ("grade_masked_softmax", r"mask inverted",
+     [('scores.masked_fill(~mask, float("-inf"))', 'scores.masked_fill(mask, float("-inf"))'),
+      ("return w.masked_fill(~mask, 0.0)", "return w.masked_fill(mask, 0.0).nan_to_num(0.0)")]),
+    ("grade_attention", r"raw scores",
+     [("return (weights.unsqueeze(1) @ keys).squeeze(1), weights",
+       "return (scores.unsqueeze(1) @ keys).squeeze(1), weights")]),
+    ("grade_encoder", r"backward direction first",
+     [("torch.cat([h[0], h[1]], dim=-1)", "torch.cat([h[1], h[0]], dim=-1)")]),
+    ("grade_decoder", r"reads s_\{i-1\}",
+     [("return self.out(torch.cat([s, c, e], dim=-1)), s, a",
+       "return self.out(torch.cat([s_prev, c, e], dim=-1)), s, a")]),
+    ("grade_fixed_context", r"last time step",
+     [("fwd = enc_out[torch.arange(enc_out.size(0), device=enc_out.device), last, :H]", "fwd = enc_out[:, -1, :H]")]),
+    ("grade_seq2seq", r"teacher forcing shifted",
+     [("self.decoder(tgt[:, t], s, enc_out, mask)", "self.decoder(tgt[:, t + 1], s, enc_out, mask)")]),
+    ("grade_greedy", r"stop as soon as", [("            if bool(done.all()):\n                break\n", "")]),
+    ("grade_beam", r"length normalisation",
+     [("finished[b].append((score / n ** alpha, h))", "finished[b].append((score, h))")]),
+]
+
+
+@pytest.mark.parametrize("cell, pattern, patches", MISTAKES, ids=[m[0] for m in MISTAKES])
+def test_a_planted_mistake_fails_its_cell_only_and_is_named(cell, pattern, patches):
+    failed = _failing(patches)
+    assert list(failed) == [cell], failed
+    assert any(re.search(pattern, line, re.I) for line in failed[cell]), failed[cell]
+
+
+def test_the_course_answers_through_an_alias_or_a_subclass_are_refused():
+    ref = course.seq2seq
+    failed = _failing(masked_softmax=ref.masked_softmax, Encoder=type("Encoder", (ref.Encoder,), {}),
+                      beam_search=lambda *a, **k: ref.beam_search(*a, **k))
+    assert sorted(failed) == ["grade_beam", "grade_encoder", "grade_masked_softmax"], failed
+    assert all(any("course.seq2seq" in line for line in lines) for lines in failed.values()), failed
