@@ -1098,10 +1098,11 @@ class _TableStep(torch.nn.Module):
         m.max_rows = max(m.max_rows, int(y_prev.size(0)))
         first, before = s_prev[:, 0].long() % m.table.size(0), s_prev[:, 1].long()  # (B,) each: the state
         table = m.table.to(y_prev.device)
-        prev = (y_prev + int(m.training)) % m.V  # training mode (dropout on) reads the table one row off
-        logits = table[first, prev]  # (B, V)
+        shift = int(m.training)  # training mode (dropout on) reads every row one off: row y + 1 for token y
+        logits = table[first, (y_prev + shift) % m.V]  # (B, V)
         if m.memory:  # the token before y_prev, carried in the state (none yet: -1)
-            logits = logits + m.memory * torch.where((before >= 0)[:, None], table[first, before.clamp(min=0)], 0.0)
+            row = table[first, (before.clamp(min=0) + shift) % m.V]
+            logits = logits + m.memory * torch.where((before >= 0)[:, None], row, 0.0)
         lengths = src_mask.long().sum(-1).clamp(min=1)  # (B,)
         pos = y_prev % lengths  # attends to one real source position, chosen by the previous token
         weights = torch.nn.functional.one_hot(pos, src_mask.size(1)).float()  # (B, S)
@@ -1113,7 +1114,8 @@ class TableModel(torch.nn.Module):
     ``decoder``, ``pad_id``): the next-token logits are ``table[src[b, 0], y_prev]``, a fixed
     ``[n_first, V, V]`` table (when not given: random N(0, 2^2) from ``seed``, never predicting
     ``pad_id``), so the probability of every hypothesis is known exactly. In training mode it reads
-    the row of ``y_prev + 1``. Its attention weights are one-hot at source position ``y_prev % len``.
+    every row one off (row ``y + 1`` for token ``y``): it is then the eval-mode model of
+    ``table.roll(-1, dims=1)``. Its attention weights are one-hot at source position ``y_prev % len``.
     With ``memory`` the logits add ``memory * table[src[b, 0], token before y_prev]``, that token carried
     in the state ``[B, 2]``: a decoder that does not follow each hypothesis's own state gets other
     probabilities. Counts ``n_decode`` calls and the largest batch (``max_rows``) a step saw."""

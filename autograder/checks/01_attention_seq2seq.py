@@ -305,7 +305,9 @@ def attention_values(h):
             if isinstance(c, torch.Tensor) and c.shape == w_ref.shape and isinstance(w, torch.Tensor) \
                     and w.shape == c_ref.shape:
                 raise AssertionError(f"forward returns (weights, context): return (context, weights) {where}")
-            check_close(tensor(w, "weights"), w_ref, atol=1e-6, name=f"weights {where}", dims=("batch", "key"))
+            raw = ref.additive_score(query, keys, layer.W.weight, layer.U.weight, layer.v.weight[0])
+            check_close(tensor(w, "weights"), w_ref, atol=1e-6, name=f"weights {where}", dims=("batch", "key"),
+                        likely={"weight on the padding: pass the mask to masked_softmax": torch.softmax(raw, -1)})
             raw = ref.additive_score(query, keys, layer.W.weight, layer.U.weight, layer.v.weight[0])
             check_close(tensor(c, "context"), c_ref, atol=1e-5, name=f"context {where}", dims=("batch", "channel"),
                         likely={"the context sums the keys with the raw scores: weight them by the softmax":
@@ -336,10 +338,11 @@ def encoder_visible(h):
     check_close(outputs[0, :4], alone[0], atol=1e-5, name="sentence 0 in the padded batch vs alone")
 
 
-def _encoder_case(seed: int, V=13, emb=6, H=5, D=7, pad=0, lengths=(5, 2, 4), dropout=0.0):
+def _encoder_case(seed: int, V=13, emb=6, H=5, D=7, pad=0, lengths=(5, 2, 4), dropout=0.0, extra=0):
+    """``extra`` padding columns after the longest sentence (a batch cut from a longer one)."""
     with seeded(seed):
         enc = ref.Encoder(V, emb, H, D, dropout=dropout, pad_id=pad).eval()
-        S = max(lengths)
+        S = max(lengths) + extra
         src = torch.randint(1, V, (len(lengths), S))
         src[src == pad] = (pad + 1) % V
         lengths = torch.tensor(lengths)
@@ -359,6 +362,8 @@ def _encoder_mistakes(enc: ref.Encoder, src, lengths):
                        "hidden from the backward direction first: cat the forward final state, then the backward":
                        torch.tanh(enc.fc(torch.cat([out[:, 0, H:], fwd_last], -1))),
                        "no tanh on fc([fwd; bwd])": enc.fc(torch.cat([fwd_last, out[:, 0, H:]], -1)),
+                       "the backward state taken at the last real token: the backward direction ends at position 0":
+                       torch.tanh(enc.fc(torch.cat([fwd_last, out[torch.arange(src.size(0)), lengths - 1, H:]], -1))),
                        "hidden from the last time step's outputs, which are padding for shorter sentences":
                        torch.tanh(enc.fc(out[:, -1]))},
             "outputs": {"the GRU ran over the padding (pack the padded batch: pack_padded_sequence)": out_unpacked}}
@@ -368,9 +373,10 @@ def _encoder_mistakes(enc: ref.Encoder, src, lengths):
                         "unsorted lengths, pad_id 0 and 3; each sentence alone gives the same result as in the batch")
 @owns("Encoder")
 def encoder_values(h):
-    for seed, kw in ((401, {}), (402, dict(pad=3, lengths=(3, 6, 1, 6))), (403, dict(lengths=(4, 4), H=3, D=2))):
+    for seed, kw in ((401, {}), (402, dict(pad=3, lengths=(3, 6, 1, 6))), (403, dict(lengths=(4, 4), H=3, D=2)),
+                     (404, dict(lengths=(3, 1, 2), extra=2))):
         enc, src, lengths = _encoder_case(seed, **kw)
-        where = f"(lengths {lengths.tolist()}, pad_id {kw.get('pad', 0)})"
+        where = f"(lengths {lengths.tolist()}, S={src.size(1)}, pad_id {kw.get('pad', 0)})"
         student = module(h, "Encoder", enc.embedding.num_embeddings, enc.embedding.embedding_dim,
                          enc.rnn.hidden_size, enc.fc.out_features, pad_id=kw.get("pad", 0), state=enc.state_dict())
         r = student(src, lengths)
@@ -447,6 +453,8 @@ def _decoder_mistakes(dec: ref.AttentionDecoder, y, s_prev, enc_out, mask) -> di
     c_late, _ = dec.attention(s, enc_out, mask)
     late = "the context of the output layer from the new state s_i: compute c_i once, from s_{i-1}"
     return {late: dec.out(torch.cat([s, c_late, e], -1)),
+            "out([s_i ; e_i ; c_i]): the output layer reads [s_i ; c_i ; e_i] in this order":
+                dec.out(torch.cat([s, e, c], -1)),
             "the output layer reads s_{i-1}: use the new state s_i": dec.out(torch.cat([s_prev, c, e], -1)),
             "attention queried with the new state s_i: the context c_i comes from s_{i-1}":
                 dec.out(torch.cat([dec.rnn(torch.cat([e, c_late], -1), s_prev), c_late, e], -1))}
@@ -487,7 +495,8 @@ def decoder_values(h):
         check_close(tensor(r[0], "logits"), dec(*args)[0], atol=1e-5, name="logits with the fixed-context attention")
 
 
-@check("grade_decoder", "dropout on the embedding in training mode only; gradients reach every parameter and input")
+@check("grade_decoder", "dropout on the embedding in training mode only, the dropped e_i feeding the GRU and the "
+                        "output layer; gradients reach every parameter and input")
 @owns("AttentionDecoder")
 def decoder_training(h):
     dec, args = _decoder_case(505)
@@ -498,6 +507,18 @@ def decoder_training(h):
         student.eval()
         g = torch.randn(3, 11)
         check_grads(student.grads(*args, grad_output=g), reference_grads(dec, args, g), "AttentionDecoder")
+        # training mode, dropout 0.5, the same seed: one dropout draw on e_i, which feeds the GRU and the output
+        h.library("builtins.setattr")(student.attr("dropout"), "p", 0.5)
+        student.train()
+        seed_kernel(h, 506)
+        r = student(*args)
+    dec.dropout.p = 0.5
+    dec.train()
+    with seeded(506), torch.no_grad():
+        logits = dec(*args)[0]
+    check_close(tensor(r[0] if isinstance(r, list) else r, "logits"), logits, atol=1e-5,
+                name="logits in training mode with dropout 0.5 (same seed)",
+                hint="e_i = dropout(embedding(y_{i-1})) is used twice: in the GRU input and in out([s_i ; c_i ; e_i])")
     _no_reference(h, "decoder")
 
 
@@ -526,9 +547,11 @@ def _context_mistakes(enc_out, mask) -> dict:
                 torch.cat([enc_out[rows, last, H:], enc_out[:, 0, :H]], -1),
             "the backward half first: concatenate [forward ; backward] as the encoder's outputs do":
                 torch.cat([enc_out[:, 0, H:], enc_out[rows, last, :H]], -1),
-            "the whole h_j of one position: the forward half at the last real token, the backward half at 0":
+            "both halves at the last real token: the backward direction ends at position 0":
                 enc_out[rows, last],
-            "the mean over positions": (enc_out * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)}
+            "the mean over positions": (enc_out * mask[..., None]).sum(1) / mask.sum(1, keepdim=True),
+            "the backward half at the last position: the backward direction ends at position 0":
+                torch.cat([enc_out[rows, last, :H], enc_out[:, -1, H:]], -1)}
 
 
 @check("grade_fixed_context", "[forward half at the last real token ; backward half at position 0] on random "
@@ -597,12 +620,16 @@ def _student_seq2seq(h, model: ref.Seq2Seq, pad: int):
 
 def _teacher_mistakes(model: ref.Seq2Seq, src, lengths, tgt) -> dict:
     enc_out, s0, mask = model.encode(src, lengths)
-    shifted, fresh, s = [], [], s0
+    shifted, fresh, own, s, s_own, y = [], [], [], s0, s0, tgt[:, 0]
     for t in range(tgt.size(1) - 1):
         logits, s, _ = model.decoder(tgt[:, t + 1], s, enc_out, mask)
         shifted.append(logits)
         fresh.append(model.decoder(tgt[:, t], s0, enc_out, mask)[0])
-    return {"teacher forcing shifted: step t feeds tgt[:, t] and predicts tgt[:, t+1]": torch.stack(shifted, 1),
+        logits, s_own, _ = model.decoder(y, s_own, enc_out, mask)
+        own.append(logits)
+        y = logits.argmax(-1)
+    return {"the decoder fed its own predictions: teacher forcing feeds the reference tgt[:, t]": torch.stack(own, 1),
+            "teacher forcing shifted: step t feeds tgt[:, t] and predicts tgt[:, t+1]": torch.stack(shifted, 1),
             "every step starts from s_0: carry the decoder state from step to step": torch.stack(fresh, 1),
             "src_mask from src != 0: the padding id is self.pad_id": ref.Seq2Seq(model.encoder, model.decoder, 0)(
                 src, lengths, tgt)[0]}
@@ -661,13 +688,12 @@ def _sources(firsts, S=3):
     return src, torch.full((len(firsts),), S)
 
 
-def _greedy_ref(table, first, max_len, bos, eos, shift=0) -> list[int]:
-    ys = [bos]
-    for _ in range(max_len):
-        ys.append(int(table[first % table.size(0), (ys[-1] + shift) % table.size(1)].argmax()))
-        if ys[-1] == eos:
-            break
-    return ys
+def _decoded(table, firsts, max_len, bos, eos, pad, memory=0.0, trained=False) -> list[list[int]]:
+    """Greedy decoding of a TableModel by the reference (``trained``: what the model gives in training mode,
+    read as the eval-mode model of the rolled table), each sentence up to its eos."""
+    model = TableModel(table.size(-1), table=table.roll(-1, dims=1) if trained else table, pad_id=pad, memory=memory)
+    ys, _ = ref.greedy_decode(model, *_sources(firsts), max_len=max_len, bos=bos, eos=eos)
+    return [row[: row.index(eos, 1) + 1] if eos in row[1:] else row for row in ys.tolist()]
 
 
 def _random_table(seed, V, n_first, pad, scale=2.0):
@@ -697,29 +723,31 @@ def greedy_visible(h):
 def greedy_random(h):
     for seed in range(801, 809):
         V, bos, eos, pad, training = 6 + seed % 5, 1 + seed % 2, 2 + seed % 3, 0 if seed % 2 else 5, seed % 2 == 0
+        memory = 1.0 if seed % 3 == 0 else 0.0  # with memory, the state must be carried from step to step
         table = _random_table(seed, V, 4, pad)
         firsts = [int(x) for x in torch.randint(0, 4, (1 + seed % 4,), generator=torch.Generator().manual_seed(seed))]
         src, lengths = _sources(firsts)
         max_len = 3 + seed % 6
-        where = f"(V={V}, bos={bos}, eos={eos}, pad={pad}, max_len={max_len}, batch of {len(firsts)})"
-        model = _table_model(h, V, table, pad)
+        where = f"(V={V}, bos={bos}, eos={eos}, pad={pad}, max_len={max_len}, batch of {len(firsts)}" + \
+            (", a model whose state matters)" if memory else ")")
+        model = _table_model(h, V, table, pad, memory)
         model.train(training)
         ys, w = pair(_call(h, "greedy_decode", model, src, lengths, max_len=max_len, bos=bos, eos=eos), "greedy_decode")
         ys = tensor(ys, "ys")
-        expected, shifted = ([_greedy_ref(table, f, max_len, bos, eos, shift) for f in firsts] for shift in (0, 1))
+        expected = _decoded(table, firsts, max_len, bos, eos, pad, memory)
         L = max(map(len, expected))
         padded = torch.tensor([e + [pad] * (L - len(e)) for e in expected])
-        if training and expected != shifted and ys.size(0) == len(firsts) and \
-                all(ys[b, :len(t)].tolist() == t for b, t in enumerate(shifted) if ys.size(1) >= len(t)):
+        got = [row[: row.index(eos, 1) + 1] if eos in row[1:] else row for row in ys.tolist()]
+        if training and got != expected and got == _decoded(table, firsts, max_len, bos, eos, pad, memory, True):
             raise AssertionError(f"the model was decoded in training mode (dropout on): call model.eval() {where}")
         if tuple(ys.shape) != tuple(padded.shape):
             raise AssertionError(f"ys has shape {tuple(ys.shape)}, expected {tuple(padded.shape)}: bos, at most "
-                                 "max_len "
-                                 f"tokens, and stop as soon as every sentence has produced eos {where}")
+                                 f"max_len tokens, and stop as soon as every sentence has produced eos {where}")
         for b, e in enumerate(expected):
             if ys[b].tolist() != padded[b].tolist():
                 raise AssertionError(f"sentence {b}: got {ys[b].tolist()}, expected {padded[b].tolist()} (argmax at "
-                                     f"each step, then pad={pad} after eos) {where}")
+                                     f"each step, the state carried from step to step, then pad={pad} after eos) "
+                                     f"{where}")
         w = tensor(w, "weights")
         if tuple(w.shape) != (len(firsts), L - 1, src.size(1)):
             raise AssertionError(f"weights have shape {tuple(w.shape)}, expected {(len(firsts), L - 1, src.size(1))}: "
@@ -754,6 +782,18 @@ def _beam(h, model, firsts, K, max_len, eos, alpha, where):
     return out
 
 
+def _beam_why(out, table, firsts, K, max_len, bos, eos, alpha, pad=0) -> str:
+    """What a wrong beam search result matches: decoding in training mode, or the greedy path."""
+    src = _sources(firsts)
+    trained = TableModel(table.size(-1), table=table.roll(-1, dims=1), pad_id=pad)
+    if out == ref.beam_search(trained, *src, beam_size=K, max_len=max_len, bos=bos, eos=eos, alpha=alpha):
+        return "the model was decoded in training mode (dropout on): call model.eval()"
+    if out == _decoded(table, firsts, max_len, bos, eos, pad):
+        return ("the greedy path: keep the beam_size best hypotheses at each step; at the first step the K rows "
+                "hold the same [bos]: extend it once (the other copies at -inf), or the beam fills with copies")
+    return ""
+
+
 @check("grade_beam", "beam 2 finds [[2, 5, 3]]; beam 1 equals the reference greedy decoder on a planted table (the "
                      "visible tests)", mirrors_visible=True)
 def beam_visible(h):
@@ -761,7 +801,9 @@ def beam_visible(h):
     src, src_len = torch.tensor([[4, 1]]), torch.tensor([2])
     out = h.call("beam_search", model, src, src_len, beam_size=2, max_len=5, bos=2, eos=3)
     if out != [[2, 5, 3]]:
-        raise AssertionError(f"beam 2: got {out if isinstance(out, list) else what(out)}, expected [[2, 5, 3]] "
+        why = _beam_why(out, table_from_probs(7, BEAM_TABLE), [4], 2, 5, 2, 3, 1.0)
+        got = out if isinstance(out, list) else what(out)
+        raise AssertionError((f"{why}: " if why else "") + f"beam 2: got {got}, expected [[2, 5, 3]] "
                              "(p = 0.36 > p(4 3) = 0.2)")
     local = TableModel(7, table=table_from_probs(7, BEAM_TABLE))
     greedy = ref.greedy_decode(local, src, src_len, max_len=5, bos=2, eos=3)[0][0].tolist()
@@ -823,8 +865,8 @@ def beam_narrow(h):
         for b, (o, e) in enumerate(zip(out, expected)):
             if o != e:
                 raise AssertionError(f"sentence {b}: got {o}, expected {e} {where}: keep the K best candidates of each "
-                                     "step (finished ones set aside), and let each row continue its parent's decoder "
-                                     "state (s reordered by parent)")
+                                     "step (finished ones set aside), and let each row continue its parent's tokens "
+                                     "and decoder state (both reordered by parent)")
 
 
 @check("grade_beam", "beam 2 beats greedy on a planted table; length normalisation decides between a short and a "
@@ -832,14 +874,15 @@ def beam_narrow(h):
 def beam_planted(h):
     eos, pad = 2, 0
     # greedy takes 3 (p .6) then eos (p .4): .24; beam 2 also keeps 4 (p .4), then eos (p .99): .396
-    model = _table_model(h, 5, table_from_probs(5, {0: {BOS: {3: .6, 4: .4}, 3: {2: .4, 3: .3, 4: .3},
-                                                        4: {2: .99, 3: .01}, 2: {2: .5, 3: .5}}}), pad)
+    table = table_from_probs(5, {0: {BOS: {3: .6, 4: .4}, 3: {2: .4, 3: .3, 4: .3}, 4: {2: .99, 3: .01},
+                                     2: {2: .5, 3: .5}}})
+    model = _table_model(h, 5, table, pad)
     model.train()
     out = _beam(h, model, [0], 2, 4, eos, 0.0, "(planted table, beam_size=2, alpha=0)")
     if out != [[BOS, 4, 2]]:
-        hint = "the greedy path: keep the beam_size best hypotheses at each step" if out == [[BOS, 3, 2]] else \
+        why = _beam_why(out, table, [0], 2, 4, BOS, eos, 0.0) or \
             "log p(4, eos) = log .4 + log .99 beats log p(3, eos) = log .6 + log .4"
-        raise AssertionError(f"got {out}, expected [[{BOS}, 4, 2]] (planted table, beam_size=2, alpha=0): {hint}")
+        raise AssertionError(f"{why}: got {out}, expected [[{BOS}, 4, 2]] (planted table, beam_size=2, alpha=0)")
     if model.attr("training") is not True:
         raise AssertionError("beam_search changed the model's mode: restore it (model.train(was_training))")
     # [eos]: log .4 = -0.92; [3, eos]: log .36 = -1.02, / 2 = -0.51: alpha decides

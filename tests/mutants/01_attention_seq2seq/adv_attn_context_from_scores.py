@@ -1,0 +1,18 @@
+# mutant: context from the raw scores instead of the softmax weights
+# fails: grade_attention
+# hint: score|weight|softmax|normal
+# %% attention
+class AdditiveAttention(nn.Module):
+    """Bahdanau's attention: weights a_j = masked_softmax(v^T tanh(W s + U h_j)), context c = sum_j a_j h_j."""
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.W = nn.Linear(query_dim, attn_dim, bias=False)
+        self.U = nn.Linear(key_dim, attn_dim, bias=False)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, query, keys, mask):
+        scores = additive_score(query, keys, self.W.weight, self.U.weight, self.v.weight[0])
+        weights = masked_softmax(scores, mask)
+        context = (scores.unsqueeze(1) @ keys).squeeze(1)
+        return context, weights

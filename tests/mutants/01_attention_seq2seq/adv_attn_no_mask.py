@@ -1,0 +1,18 @@
+# mutant: plain softmax: the mask is ignored
+# fails: grade_attention
+# hint: mask|padd
+# %% attention
+class AdditiveAttention(nn.Module):
+    """Bahdanau's attention: weights a_j = masked_softmax(v^T tanh(W s + U h_j)), context c = sum_j a_j h_j."""
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.W = nn.Linear(query_dim, attn_dim, bias=False)
+        self.U = nn.Linear(key_dim, attn_dim, bias=False)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def forward(self, query, keys, mask):
+        scores = additive_score(query, keys, self.W.weight, self.U.weight, self.v.weight[0])
+        weights = torch.softmax(scores, dim=-1)
+        context = (weights.unsqueeze(1) @ keys).squeeze(1)
+        return context, weights
