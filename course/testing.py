@@ -1186,3 +1186,24 @@ def best_by_brute_force(model: TableModel, first: int, max_len: int, bos: int, e
             if score > best_score:
                 best, best_score = [bos, *ys], score
     return best
+
+
+def overfit(model: torch.nn.Module, src: torch.Tensor, src_len: torch.Tensor, tgt: torch.Tensor, steps: int = 40,
+            lr: float = 1e-2, pad_id: int = 0) -> list[float]:
+    """Train ``model`` (a ``Seq2Seq``: ``model(src, src_len, tgt)`` -> logits ``[B, T-1, V]``, ...) on one batch
+    with Adam for ``steps`` steps of teacher-forcing cross-entropy against ``tgt[:, 1:]`` (``pad_id``
+    ignored); the losses, one per step. Deterministic for a model without dropout: the same weights give
+    the same curve."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        out = model(src, src_len, tgt)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1),
+                                                 ignore_index=pad_id)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach().item())
+    return losses

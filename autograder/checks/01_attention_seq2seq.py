@@ -15,6 +15,7 @@ classic mistake a result matches; the other checks run with course.seq2seq's ans
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import re
@@ -27,9 +28,20 @@ from autograder.checkkit import (check_dropout_sites, check_grads, load_weights,
                                  seed_kernel, tensor, what)
 from autograder.trusted import StudentError, check
 from course.testing import (TableModel, best_by_brute_force, check_close, check_no_delegation, check_rows_sum_to_one,
-                            seeded, table_from_probs)
+                            overfit, seeded, table_from_probs)
 
 REF = "course.seq2seq."
+
+
+def _warm_up() -> None:
+    """The first optimizer step imports torch._dynamo (~1 s): when the checks load, not in a grade cell."""
+    layer = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(layer.parameters())
+    layer(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+
+
+_warm_up()
 NO_REF = "course.seq2seq holds the course's answers: write this part yourself"
 
 
@@ -655,6 +667,24 @@ def seq2seq_values(h):
     got = student.grads(src, lengths, tgt, grad_output=g)
     _, exp_params = reference_grads(model, (src, lengths, tgt), g)
     check_grads(([], got[1]), ([], exp_params), "Seq2Seq")
+
+
+@check("grade_seq2seq", "a tiny batch is overfit: 20 Adam steps give the reference model's loss curve (gradients "
+                        "through every step) and end near 0")
+@owns("Seq2Seq")
+def seq2seq_overfits(h):
+    model, src, lengths, tgt = _seq2seq_case(704)
+    student = _student_seq2seq(h, model, 0)
+    got = h.library("course.testing.overfit")(student, src, lengths, tgt, steps=20, lr=0.05)
+    if not (isinstance(got, list) and len(got) == 20 and all(isinstance(x, float) for x in got)):
+        raise AssertionError(f"training on one batch did not give 20 losses, got {what(got)}")
+    expected = overfit(copy.deepcopy(model), src, lengths, tgt, steps=20, lr=0.05)
+    check_close(torch.tensor(got), torch.tensor(expected), atol=1e-3, rtol=1e-3,
+                name="losses of 20 Adam steps on one batch", dims=("step",),
+                hint="the loss must reach every step's decoder call through the carried state (no .detach(), no "
+                     "in-place changes of tensors autograd needs)")
+    if got[-1] > 0.25 * got[0]:
+        raise AssertionError(f"20 Adam steps on one batch took the loss from {got[0]:.3f} to {got[-1]:.3f} only")
 
 
 @check("grade_seq2seq", "with the baseline decoder (no attention) forward returns weights None; no course.seq2seq")
