@@ -214,9 +214,11 @@ def _segment(base: NotebookNode, mutant: Mutant | None, tag: str,
         same = [g for g, src in mutant.cells.items() if src.split() == solutions[g].source.split()]
         if same:
             raise MutantError(f"{mutant.name}: cell {', '.join(same)} is the solution's code (not a mutant)")
+    # (through user_ns, not globals(): the checks' scan of every student cell refuses dynamic names)
     reset = NotebookNode(cell_type="code", source=f"# ---- {tag}: a fresh namespace (the setup cell imports again)\n"
-                         "for _name in [n for n in globals() if not n.startswith('_') and n not in "
-                         "('In', 'Out', 'get_ipython', 'exit', 'quit')]:\n    del globals()[_name]",
+                         "_ns = get_ipython().user_ns\n"
+                         "for _name in [n for n in _ns if not n.startswith('_') and n not in "
+                         "('In', 'Out', 'get_ipython', 'exit', 'quit')]:\n    del _ns[_name]",
                          metadata={}, outputs=[], execution_count=None)
     cells, graded, started = [reset], [], mutant is None
     for cell in base.cells:
@@ -269,7 +271,7 @@ def _poison(name: str, source: str) -> Mutant | None:
     poison = (f"{source}\n\n\nclass _Poisoned:\n    def __init__(self, name):\n        object.__setattr__(self, '_n', name)\n"
               f"    def __call__(self, *a, **k):\n        raise RuntimeError(f'{{self._n}} is poisoned')\n"
               f"    def __getattr__(self, attr):\n        raise RuntimeError(f'{{self._n}} is poisoned')\n"
-              f"for _name in {defined!r}:\n    globals()[_name] = _Poisoned(_name)\n")
+              f"for _name in {defined!r}:\n    get_ipython().user_ns[_name] = _Poisoned(_name)\n")
     return Mutant(f"~poison {name}", f"the names of {name} raise", (), None, {name: poison})
 
 

@@ -45,9 +45,19 @@ _warm_up()
 NO_REF = "course.seq2seq holds the course's answers: write this part yourself"
 
 
+#: What reaches the course's answers without naming them: re-running their source or their code objects.
+COPYING = "it copies or re-runs code of the course (course.seq2seq holds the answers): write this part yourself"
+NO_COPY = {name: COPYING for name in ("getsource", "getsourcelines", "spec_from_file_location", "exec_module",
+                                      "SourceFileLoader", "FunctionType", "CodeType", "__code__", "marshal", "runpy",
+                                      "run_path")}
+
+
 def _no_reference(h, cell: str) -> None:
-    """The solution cell ``cell`` does not use course.seq2seq (nor eval/exec/importlib to reach it)."""
+    """The solution cell ``cell`` does not use course.seq2seq (nor eval/exec/importlib to reach it), and no cell the
+    student wrote copies or re-runs the course's code (a helper cell is never graded, so each grade cell looks:
+    such a submission loses every cell, as cheating should)."""
     check_no_delegation(h.source(cell), {"course.seq2seq": NO_REF})
+    check_no_delegation(h.student_source(), {"course.seq2seq": NO_REF, **NO_COPY})
 
 
 @contextlib.contextmanager
@@ -328,6 +338,7 @@ def attention_values(h):
             g = torch.randn_like(c_ref)
             check_grads(student.grads(query, keys, mask, grad_output=g), reference_grads(layer, (query, keys, mask), g),
                         f"AdditiveAttention {where}")
+    _no_reference(h, "attention")
 
 
 # ==================================================================================================
@@ -790,6 +801,7 @@ def greedy_random(h):
         if model.attr("training") is not training:
             raise AssertionError("greedy_decode changed the model's mode: restore it (model.train(was_training)) "
                                  f"{where}")
+    _no_reference(h, "greedy")
 
 
 BOS = 1
