@@ -1146,18 +1146,15 @@ class TableModel(torch.nn.Module):
 
     def log_prob(self, first: int, tokens: list[int]) -> float:
         """Exact eval-mode ``log p(tokens[1:] | tokens[0], src[0] = first)`` (tokens starts with bos)."""
-        if not self.memory:
-            if getattr(self, "_logp", None) is None:  # [n_first][V][V] as lists: brute force calls this a lot
-                self._logp = torch.log_softmax(self.table.double(), dim=-1).tolist()
-            logp = self._logp[first % len(self._logp)]
-            return math.fsum(logp[a][b] for a, b in zip(tokens[:-1], tokens[1:]))
-        if getattr(self, "_logp2", None) is None:  # [n_first][before][prev][V]: the second-order table
+        if getattr(self, "_logp", None) is None:  # as nested lists: brute force calls this a lot
             t = self.table.double()
-            self._logp = torch.log_softmax(t, dim=-1).tolist()
-            self._logp2 = torch.log_softmax(t[:, None, :, :] + self.memory * t[:, :, None, :], dim=-1).tolist()
-        one, two = self._logp[first % len(self._logp)], self._logp2[first % len(self._logp2)]
-        return math.fsum(one[tokens[0]][tokens[1]] if i == 1 else two[tokens[i - 2]][tokens[i - 1]][tokens[i]]
-                         for i in range(1, len(tokens)))
+            self._logp = torch.log_softmax(t, dim=-1).tolist()  # [n_first][prev][V]
+            self._logp2 = (torch.log_softmax(t[:, None, :, :] + self.memory * t[:, :, None, :], dim=-1).tolist()
+                           if self.memory else None)  # [n_first][before][prev][V]
+        one = self._logp[first % len(self._logp)]
+        two = self._logp2[first % len(self._logp2)] if self._logp2 is not None else None
+        return math.fsum(one[tokens[i - 1]][tokens[i]] if two is None or i == 1
+                         else two[tokens[i - 2]][tokens[i - 1]][tokens[i]] for i in range(1, len(tokens)))
 
 
 def table_from_probs(V: int, probs: Mapping[int, Mapping[int, Mapping[int, float]]]) -> torch.Tensor:

@@ -729,12 +729,17 @@ def _sources(firsts, S=3):
     return src, torch.full((len(firsts),), S)
 
 
+def _until_eos(ys: torch.Tensor, eos: int) -> list[list[int]]:
+    """Each row of a decoded batch up to its first eos after bos (what follows is padding)."""
+    return [row[: row.index(eos, 1) + 1] if eos in row[1:] else row for row in ys.tolist()]
+
+
 def _decoded(table, firsts, max_len, bos, eos, pad, memory=0.0, trained=False) -> list[list[int]]:
     """Greedy decoding of a TableModel by the reference (``trained``: what the model gives in training mode,
     read as the eval-mode model of the rolled table), each sentence up to its eos."""
     model = TableModel(table.size(-1), table=table.roll(-1, dims=1) if trained else table, pad_id=pad, memory=memory)
     ys, _ = ref.greedy_decode(model, *_sources(firsts), max_len=max_len, bos=bos, eos=eos)
-    return [row[: row.index(eos, 1) + 1] if eos in row[1:] else row for row in ys.tolist()]
+    return _until_eos(ys, eos)
 
 
 def _random_table(seed, V, n_first, pad, scale=2.0):
@@ -778,7 +783,7 @@ def greedy_random(h):
         expected = _decoded(table, firsts, max_len, bos, eos, pad, memory)
         L = max(map(len, expected))
         padded = torch.tensor([e + [pad] * (L - len(e)) for e in expected])
-        got = [row[: row.index(eos, 1) + 1] if eos in row[1:] else row for row in ys.tolist()]
+        got = _until_eos(ys, eos)
         if training and got != expected and got == _decoded(table, firsts, max_len, bos, eos, pad, memory, True):
             raise AssertionError(f"the model was decoded in training mode (dropout on): call model.eval() {where}")
         if tuple(ys.shape) != tuple(padded.shape):
