@@ -121,6 +121,14 @@ def _ro_paths() -> list[str]:
     return [p for p in keep if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in keep)]
 
 
+def _course_parent() -> str:
+    """The folder the grader imported the ``course`` package from (only ``course`` itself is
+    bound there in the sandbox)."""
+    import course
+
+    return str(Path(course.__file__).resolve().parent.parent)
+
+
 def workdir_files(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
     """The sub-folders and regular files of ``workdir`` (relative paths) that the sandbox
     sees, read-only, in ``/tmp/work``: no links (neither followed nor copied), no
@@ -214,6 +222,9 @@ def bwrap_command(cmd: list[str], workdir: str | os.PathLike | None = None, limi
         "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
         "HOME": SANDBOX_HOME, "LANG": "C.UTF-8", "MPLCONFIGDIR": SANDBOX_HOME + "/.mpl",
         "TMPDIR": SANDBOX_TMP, "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1",
+        # the kernel imports the very `course` the grader imported (bound read-only above), also
+        # where the grader found it through PYTHONPATH rather than the installed package
+        "PYTHONPATH": _course_parent(),
     }
     for k, v in {**base_env, **(env or {})}.items():
         args += ["--setenv", k, v]
