@@ -21,10 +21,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--course-dir", type=Path, default=None, help="nbgrader course directory (default: this repository)")
     p.add_argument("--db-url", default=None, help="gradebook URL (default: $COURSE_DB_URL or sqlite gradebook.db in the course dir)")
     p.add_argument("--csv", type=Path, default=None, help="CSV to write (default: <course-dir>/grades-<assignment>.csv)")
-    p.add_argument("--cell-timeout", type=int, default=cfg.CELL_TIMEOUT_S, help="seconds per cell (default %(default)s)")
-    p.add_argument("--student-timeout", type=int, default=1800, help="seconds per student (default %(default)s)")
+    p.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds per cell (default: 5x the slowest cell of the reference solution, at least 10, "
+                        f"at most {cfg.CELL_TIMEOUT_S}; measured once per version of the assignment)")
+    p.add_argument("--student-timeout", type=int, default=None,
+                   help="seconds per student, over the worker's whole process group (default: 3x the reference's "
+                        "grading time + 2 cell limits, at least 120, at most 1800)")
     p.add_argument("--unsafe", action="store_true",
                    help="run submissions without the bubblewrap sandbox (only for code you trust)")
+    p.add_argument("--workers", "-j", type=int, default=None,
+                   help="students graded at once on this machine (default: one per core); with --scheduler local, "
+                        "the number of Dask worker processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="send the students to the Dask distributed scheduler at ADDRESS (tcp://host:8786), "
+                        "or 'local' for a LocalCluster on this machine")
+    p.add_argument("--force", action="store_true",
+                   help="grade every student again, also those already graded from the same notebook and inputs")
 
     p = sub.add_parser("export", help="write the gradebook of an assignment as CSV")
     p.add_argument("assignment")
@@ -74,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.grade import grade
 
         results = grade(a.path, a.assignment, course_dir=a.course_dir, db_url=a.db_url, csv_path=a.csv,
-                        cell_timeout=a.cell_timeout, student_timeout=a.student_timeout, unsafe=a.unsafe)
+                        cell_timeout=a.cell_timeout, student_timeout=a.student_timeout, unsafe=a.unsafe,
+                        workers=a.workers, scheduler=a.scheduler, force=a.force)
         return 0 if results else 1
     if a.cmd == "export":
         from autograder.export import export

@@ -14,6 +14,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import time
 from typing import Any
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -27,6 +30,9 @@ from autograder.output_limits import (
     AgentReplyOnly, OutputBudget, coerce_execution_count, error_output, strip_ansi, update_size,
 )
 from autograder.trusted import CellVerdict, load_checks
+
+#: Environment variable naming the JSON file RobustExecute adds each notebook's cell times to.
+TIMING_ENV = "AUTOGRADER_TIMING_REPORT"
 
 
 class RobustExecute(Execute):
@@ -122,6 +128,8 @@ class RobustExecute(Execute):
         #: by grade id: the verdict of each grade cell whose checks ran, with the seconds they took
         self.trusted_report: dict[str, dict] = trusted.report
 
+        #: seconds each cell took in phase 1 (the cells that completed), by cell index
+        self.cell_seconds: dict[int, float] = {}
         killers: list[int] = []  # cells that killed the kernel: never run again
         check_deaths = 0  # kernels lost during hidden checks (their cells are not killers)
         start = 0  # first cell not yet run; len(nb.cells) once phase 1 is over
@@ -140,7 +148,9 @@ class RobustExecute(Execute):
                             trusted.snapshot(index)
                     for index in range(start, len(nb.cells)):  # phase 1
                         current = index
+                        t0 = time.perf_counter()
                         self.preprocess_cell(nb.cells[index], resources, index)
+                        self.cell_seconds[index] = time.perf_counter() - t0
                         trusted.snapshot(index)
                     start = current = len(nb.cells)
                     trusted.run_pending(skip=killers)  # phase 2
@@ -171,7 +181,24 @@ class RobustExecute(Execute):
                     break
                 self.log.warning("Kernel died in cell %d; restarting and replaying cells 0..%d", current, current - 1)
         trusted.write_report(self.report_path)
+        self._write_timing(resources)
         return self.nb, self.resources
+
+    def _write_timing(self, resources: Any) -> None:
+        """Add this notebook's cell times to the JSON file named by ``$AUTOGRADER_TIMING_REPORT``
+        (if set): ``{notebook: {"cells": {index: seconds}}}`` (read by :func:`autograder.scale.calibrate`)."""
+        path = os.environ.get(TIMING_ENV, "")
+        if not path:
+            return
+        name = ((resources or {}).get("nbgrader") or {}).get("notebook") or "notebook"
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            data = {}
+        data[name] = {"cells": {str(i): round(s, 4) for i, s in sorted(self.cell_seconds.items())}}
+        with open(path, "w") as f:
+            json.dump(data, f)
 
     def _run_aside(self, cell: NotebookNode, timeout: int | None = None, mode: str = "request") -> list:
         """Execute ``cell`` in the kernel without recording it in the notebook (nbclient

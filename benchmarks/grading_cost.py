@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                         (subs / "solution").mkdir(parents=True)
                         nbformat.write(student, subs / "solution" / nb_path.name)
                         [r] = grade(subs, aid, course_dir=work, db_url=db, unsafe=unsafe,
-                                    checks_dir=None if checks else empty_checks, echo=False)
+                                    checks_dir=None if checks else empty_checks, echo=False, workers=1,
+                                    cell_timeout=cfg.CELL_TIMEOUT_S, student_timeout=1800, force=True)
                         if r.status != "graded" or r.auto_score != r.auto_max:
                             raise SystemExit(f"{mode}: the solution got {r.auto_score}/{r.auto_max} ({r.status} {r.message})")
                         times[mode].append(r.seconds)
