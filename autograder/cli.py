@@ -1,4 +1,4 @@
-"""Command line: ``python -m autograder {release,grade,export,demo,student-copy,mutants}``."""
+"""Command line: ``python -m autograder {release,grade,report,export,demo,student-copy,mutants}``."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
                         "or 'local' for a LocalCluster on this machine")
     p.add_argument("--force", action="store_true",
                    help="grade every student again, also those already graded from the same notebook and inputs")
+
+    p = sub.add_parser("report", help="write the class report of an assignment (HTML page and PNG figures) "
+                                      "from the gradebook and the verdicts recorded while grading")
+    p.add_argument("assignment")
+    p.add_argument("--course-dir", type=Path, default=None)
+    p.add_argument("--db-url", default=None)
+    p.add_argument("--out", type=Path, default=None, help="folder to write (default: <course-dir>/reports/<assignment>)")
 
     p = sub.add_parser("export", help="write the gradebook of an assignment as CSV")
     p.add_argument("assignment")
@@ -89,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                         cell_timeout=a.cell_timeout, student_timeout=a.student_timeout, unsafe=a.unsafe,
                         workers=a.workers, scheduler=a.scheduler, force=a.force)
         return 0 if results else 1
+    if a.cmd == "report":
+        from autograder.report import write_report
+
+        page = write_report(a.assignment, course_dir=a.course_dir, db_url=a.db_url, out=a.out)
+        print(f"class report: {page}")
+        return 0
     if a.cmd == "export":
         from autograder.export import export
 

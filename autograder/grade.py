@@ -516,6 +516,7 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
         print(f"\\nCSV: {csv_path or course_dir / f'grades-{aid}.csv'}")
         print(f"feedback: {course_dir / 'feedback'}/<student>/{aid}/")
         print(f"logs: {log_dir}")
+        print(f"class report: python -m autograder report {aid}")
     return results
 
 

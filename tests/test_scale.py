@@ -1,8 +1,9 @@
-"""Grading a class at scale (autograder/scale.py, ledger.py, progress.py) on the toy
+"""Grading a class at scale (autograder/scale.py, ledger.py, progress.py, report.py) on the toy
 course (tests/toy.py): the same students graded one at a time, by two local workers and on a
 real Dask ``LocalCluster`` with two workers give the same rows and the same gradebook; a re-run
 grades only what changed; a run killed half way leaves no half-written row and resumes; the
-progress bar stays quiet off a terminal."""
+progress bar stays quiet off a terminal; the class report is built from what was recorded and
+escapes what students wrote."""
 from __future__ import annotations
 
 import io
@@ -291,3 +292,29 @@ def test_progress_bar_only_on_a_terminal():
         text = stream.getvalue()
         assert ("2/5" in text and "failed 1" in text and "running" in text) == drawn, text
         assert bool(text) == drawn
+
+
+def test_class_report(sequential, tmp_path):
+    from autograder.report import write_report
+    from autograder.sanitize import sanitize_html
+
+    _, root, _, _, _ = sequential
+    db_file = tmp_path / "gradebook.db"
+    shutil.copy(root / "gradebook.db", db_file)
+    db = f"sqlite:///{db_file}"
+    evil = "<img src=x onerror=alert(1)>"
+    ledger.commit_outcome(db, ledger.Record("toy", f"eve{evil}", "x", "y", "failed", review="",
+                                            message=f"<script>alert('msg')</script>{evil}", seconds=3.0), None)
+    page = write_report("toy", course_dir=root, db_url=db, out=tmp_path / "report")
+    text = page.read_text()
+    for png in ("scores.png", "grade_cells.png", "hidden_checks.png", "grading_time.png"):
+        assert (tmp_path / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert text.count("data:image/png;base64,") == 4, "the page carries its figures"
+    assert "<script" not in text and "onerror=" not in text.replace("onerror=alert(1)&gt;", "")
+    assert "&lt;script&gt;" in text and "Content-Security-Policy" in text
+    body = text.split("<body>", 1)[1]
+    assert sanitize_html(body)[1] == []
+    for expected in ("add on negative numbers", "add_test", "restored from the release", "not a valid notebook",
+                     "no notebook found", "1/2"):
+        assert expected in text, expected
+    assert "should be" in text  # the wrong add's failure message is among the most frequent
