@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db-url", default=None, help="gradebook URL (default: $COURSE_DB_URL or sqlite gradebook.db in the course dir)")
     p.add_argument("--csv", type=Path, default=None, help="CSV to write (default: <course-dir>/grades-<assignment>.csv)")
     p.add_argument("--cell-timeout", type=int, default=None,
-                   help="seconds per cell (default: 5x the slowest cell of the reference solution, at least 10, "
+                   help="seconds per cell (default: 4x the slowest cell of the reference solution, at least 10, "
                         f"at most {cfg.CELL_TIMEOUT_S}; measured once per version of the assignment)")
     p.add_argument("--student-timeout", type=int, default=None,
                    help="seconds per student, over the worker's whole process group (default: 3x the reference's "

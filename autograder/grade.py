@@ -387,7 +387,7 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
 
         why = check_available()
         if why:
-            raise SystemExit(f"refusing to grade: the sandbox cannot start here ({why}).\\n"
+            raise SystemExit(f"refusing to grade: the sandbox cannot start here ({why}).\n"
                              "Install bubblewrap, or pass --unsafe to run submissions unsandboxed "
                              "(only for code you trust).")
     course_dir = Path(course_dir or cfg.repo_root()).resolve()
@@ -513,7 +513,7 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
     write_csv(results, csv_path or course_dir / f"grades-{aid}.csv", aid)
     if echo:
         print(format_table(results, aid))
-        print(f"\\nCSV: {csv_path or course_dir / f'grades-{aid}.csv'}")
+        print(f"\nCSV: {csv_path or course_dir / f'grades-{aid}.csv'}")
         print(f"feedback: {course_dir / 'feedback'}/<student>/{aid}/")
         print(f"logs: {log_dir}")
         print(f"class report: python -m autograder report {aid}")

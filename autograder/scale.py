@@ -48,7 +48,7 @@ LOG_TAIL_CHARS = 200_000
 #: CELL_FACTOR times the slowest cell of the reference (at least CELL_FLOOR_S), a student
 #: STUDENT_FACTOR times the reference's grading time plus two cell limits (at least
 #: STUDENT_FLOOR_S); never more than the fixed defaults.
-CELL_FACTOR, CELL_FLOOR_S = 5.0, 10
+CELL_FACTOR, CELL_FLOOR_S = 4.0, 10
 STUDENT_FACTOR, STUDENT_FLOOR_S = 3.0, 120
 DEFAULT_STUDENT_TIMEOUT_S = 1800
 

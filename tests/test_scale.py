@@ -256,15 +256,15 @@ def test_limits_are_measured_from_the_reference_once(sequential, monkeypatch, tm
     monkeypatch.setattr(scale, "run_task", fake)
     grade(subs, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1)
     assert seen[0] == ("reference-solution", 120, 1800), "the reference runs with the fixed limits"
-    assert sorted(seen[1:]) == [("honest", 15, 120), ("wrong", 15, 120)], seen
+    assert sorted(seen[1:]) == [("honest", 12, 120), ("wrong", 12, 120)], seen
     seen.clear()
     grade(subs, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1)
-    assert sorted(seen) == [("honest", 15, 120), ("wrong", 15, 120)], "measured once, then kept"
+    assert sorted(seen) == [("honest", 12, 120), ("wrong", 12, 120)], "measured once, then kept"
 
 
 def test_limits_from_the_reference():
     assert scale.derive_limits(0.05, 5.0) == (10, 120)  # floors
-    assert scale.derive_limits(4.0, 30.0) == (20, 130)
+    assert scale.derive_limits(4.0, 30.0) == (16, 122)
     assert scale.derive_limits(60.0, 900.0) == (120, 1800)  # never above the fixed defaults
     assert scale.slowest_cell({"a.ipynb": {"cells": {"0": 0.5, "3": 2.5}}, "b.ipynb": {"cells": {}}}) == 2.5
 
