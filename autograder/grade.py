@@ -157,12 +157,15 @@ def _assignment_files(course_dir: Path, aid: str) -> dict[str, bytes]:
     return out
 
 
-_templates: dict[str, bytes] = {}
+_released: dict[str, tuple[bytes, dict[str, bytes]]] = {}
 
 
-def _template_gradebook(course_dir: Path, aid: str, staging: Path) -> bytes:
-    """A SQLite gradebook that holds the released assignment and no student (made once per
-    process for each version of ``source/<aid>``)."""
+def _release(course_dir: Path, aid: str, staging: Path, db_url: str) -> tuple[bytes, dict[str, bytes]]:
+    """The release of ``aid``: a SQLite gradebook that holds the released assignment and no
+    student (each task grades into a copy of it) and the released notebooks (what locked cells
+    are restored from), made once per process for each version of ``source/<aid>``. The
+    course's gradebook gets the assignment too (nbgrader's generate_assignment), unless it
+    holds it already from the same source."""
     from autograder import classroom
     from autograder.scale import sha256
 
@@ -171,12 +174,16 @@ def _template_gradebook(course_dir: Path, aid: str, staging: Path) -> bytes:
     for f in sorted(p for p in src.rglob("*") if p.is_file()):
         parts += [f.relative_to(src).as_posix(), f.read_bytes()]
     key = sha256(*parts)
-    if key not in _templates:
+    if key not in _released:
         path = staging / "template" / "gradebook.db"
         path.parent.mkdir()
-        generate_release(course_dir, aid, staging / "template" / "release", f"sqlite:///{path}")
-        _templates[key] = path.read_bytes()
-    return _templates[key]
+        out = staging / "template" / "release"
+        generate_release(course_dir, aid, out, f"sqlite:///{path}")
+        _released[key] = (path.read_bytes(), {f.name: f.read_bytes() for f in sorted(out.glob("*.ipynb"))})
+    if ledger.release_key(db_url, aid) != key:
+        generate_release(course_dir, aid, staging / "release" / aid, db_url)
+        ledger.put_release_key(db_url, aid, key)
+    return _released[key]
 
 
 def _checks_file(aid: str, checks_dir: Path | None) -> bytes | None:
@@ -419,15 +426,12 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
         staging = Path(staging)
         # the gradebook must know the assignment as released (locked cells, grade cells); the
         # release is also what tampered locked cells are restored from
-        generate_release(course_dir, aid, staging / "release" / aid, db_url)
-        releases = {n: nbformat.read(staging / "release" / aid / n, as_version=4) for n in nb_names}
-        release_bytes = {n: (staging / "release" / aid / n).read_bytes() for n in nb_names}
-        # each task grades into its own copy of a gradebook that holds only the assignment
+        template, release_bytes = _release(course_dir, aid, staging, db_url)
+        releases = {n: nbformat.reads(release_bytes[n].decode(), as_version=4) for n in nb_names}
         checks = _checks_file(aid, checks_dir)
-        bundle = Bundle(aid, _template_gradebook(course_dir, aid, staging), _assignment_files(course_dir, aid),
-                        checks, code_hashes(checks),
+        bundle = Bundle(aid, template, _assignment_files(course_dir, aid), checks, code_hashes(checks),
                         cell_timeout or 0, student_timeout or 0, sandbox=not unsafe,
-                        threads=None if scheduler else max(1, (os.cpu_count() or 1) // workers))
+                        threads=None if scheduler not in (None, "local") else max(1, (os.cpu_count() or 1) // workers))
         subs = collect(Path(path), staging / "collected", nb_names)
         pool = make_pool(workers, scheduler)
         progress = None

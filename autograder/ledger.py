@@ -11,8 +11,10 @@ Two tables of the course's gradebook (created next to nbgrader's, in the same da
   outcome is final (:data:`FINAL`); the class report (:mod:`autograder.report`) reads the
   verdicts from here.
 - ``autograder_limits``: per assignment, the time limits measured from the reference
-  solution (:func:`autograder.scale.calibrate`), keyed by the hash of the inputs they
+  solution (:func:`autograder.scale.derive_limits`), keyed by the hash of the inputs they
   were measured on.
+- ``autograder_release``: per assignment, the hash of the ``source/`` folder the gradebook's
+  assignment was released from (``grade`` releases it again only when that changed).
 
 :func:`commit_outcome` is the only writer of a student's rows during ``grade``: nbgrader's
 submission (copied from the worker's private gradebook) or its removal, and the record, in
@@ -49,6 +51,11 @@ RECORDS = Table(
     Column("host", String(255), nullable=False, default=""),
     Column("graded_at", Float, nullable=False),  # Unix time
     Column("verdicts", Text, nullable=False, default="{}"),  # the trusted report: grade id -> verdict
+)
+RELEASES = Table(
+    "autograder_release", METADATA,
+    Column("assignment", String(128), primary_key=True),
+    Column("source_sha256", String(64), nullable=False),  # the source/<assignment> it was released from
 )
 LIMITS = Table(
     "autograder_limits", METADATA,
@@ -210,6 +217,31 @@ def has_submission(db_url: str, assignment: str, student: str) -> bool:
             return True
         except MissingEntry:
             return False
+
+
+def release_key(db_url: str, assignment: str) -> str | None:
+    """The hash of the source the gradebook's ``assignment`` was released from (None if it
+    was not released by ``grade``, or its notebooks are gone)."""
+    with Gradebook(db_url, COURSE_ID) as gb:
+        METADATA.create_all(gb.engine, checkfirst=True)
+        row = gb.db.execute(select(RELEASES).where(RELEASES.c.assignment == assignment)).mappings().first()
+        try:
+            present = bool(gb.find_assignment(assignment).notebooks)
+        except MissingEntry:
+            present = False
+    return row["source_sha256"] if row is not None and present else None
+
+
+def put_release_key(db_url: str, assignment: str, key: str) -> None:
+    with Gradebook(db_url, COURSE_ID) as gb:
+        METADATA.create_all(gb.engine, checkfirst=True)
+        try:
+            gb.db.execute(delete(RELEASES).where(RELEASES.c.assignment == assignment))
+            gb.db.execute(insert(RELEASES).values(assignment=assignment, source_sha256=key))
+            gb.db.commit()
+        except BaseException:
+            gb.db.rollback()
+            raise
 
 
 def limits(db_url: str, assignment: str, inputs_sha256: str) -> dict | None:

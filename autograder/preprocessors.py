@@ -186,7 +186,7 @@ class RobustExecute(Execute):
 
     def _write_timing(self, resources: Any) -> None:
         """Add this notebook's cell times to the JSON file named by ``$AUTOGRADER_TIMING_REPORT``
-        (if set): ``{notebook: {"cells": {index: seconds}}}`` (read by :func:`autograder.scale.calibrate`)."""
+        (if set): ``{notebook: {"cells": {index: seconds}}}`` (read by :func:`autograder.scale.slowest_cell`)."""
         path = os.environ.get(TIMING_ENV, "")
         if not path:
             return

@@ -499,6 +499,7 @@ class DaskPool(Pool):
             nthreads = self.client.nthreads()
         super().__init__(slots=max(1, sum(nthreads.values())))
         self._futures: list = []
+        self._asked = time.monotonic()
 
     def prepare(self, bundle: Bundle):
         return self.client.scatter(bundle, broadcast=True, hash=False)
@@ -509,7 +510,10 @@ class DaskPool(Pool):
         return fut
 
     def running_now(self, pending: int) -> int:
-        return min(pending, max(1, sum(self.client.nthreads().values())))
+        if time.monotonic() - self._asked > 10:  # workers come and go (SLURM jobs start, end)
+            self._asked = time.monotonic()
+            self.slots = max(1, sum(self.client.nthreads().values()))
+        return min(pending, self.slots)
 
     def close(self, cancel: bool = False) -> None:
         if cancel:

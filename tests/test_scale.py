@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.api import Gradebook
 
 import toy
 from autograder import ledger, scale
@@ -69,8 +70,6 @@ def _rows(results):
 
 def _gradebook(db: str) -> dict:
     """Every grade and comment of every submission (what nbgrader's formgrader shows)."""
-    from nbgrader.api import Gradebook
-
     out = {}
     with Gradebook(db, ledger.COURSE_ID) as gb:
         for sub in gb.find_assignment("toy").submissions:
@@ -149,9 +148,17 @@ def test_rerun_grades_only_what_changed(sequential, monkeypatch, tmp_path):
     changed = tmp_path / "subs"
     shutil.copytree(subs, changed)
     shutil.copy(subs / "honest" / "toy.ipynb", changed / "wrong" / "toy.ipynb")
-    fixed = {r.student: r for r in grade(changed, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR,
-                                         echo=False, workers=1, **LIMITS)}
-    assert calls == ["wrong"] and fixed["wrong"].auto_score == FULL
+    monkeypatch.setattr(scale, "run_task", _not_graded(calls))
+    grade(changed, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1, **LIMITS)
+    assert calls == ["wrong"]
+
+
+def _not_graded(calls: list[str]):
+    """A stand-in for run_task that only notes who it was asked to grade."""
+    def fake(bundle, task, on_start=None):
+        calls.append(task.student)
+        return {"student": task.student, "autograde": False, "error": "not really graded", "seconds": 0.0}
+    return fake
 
 
 @pytest.mark.parametrize("how", ["force", "other limits"])
@@ -160,12 +167,7 @@ def test_force_or_other_inputs_grade_everyone_again(sequential, monkeypatch, tmp
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     calls: list[str] = []
-
-    def fake(bundle, task, on_start=None):
-        calls.append(task.student)
-        return {"student": task.student, "autograde": False, "error": "not really graded", "seconds": 0.0}
-
-    monkeypatch.setattr(scale, "run_task", fake)
+    monkeypatch.setattr(scale, "run_task", _not_graded(calls))
     limits = dict(LIMITS, force=True) if how == "force" else dict(LIMITS, cell_timeout=11)
     grade(subs, "toy", course_dir=copy, db_url=f"sqlite:///{copy / 'gradebook.db'}", checks_dir=toy.CHECKS_DIR,
           echo=False, workers=1, **limits)
@@ -249,10 +251,16 @@ def test_limits_are_measured_from_the_reference_once(sequential, monkeypatch, tm
         seen.append((task.student, bundle.cell_timeout, bundle.student_timeout))
         if task.student != "reference-solution":
             return {"student": task.student, "autograde": False, "error": "not graded here", "seconds": 0.0}
-        return real(bundle, task, on_start) | {"timing": {"toy.ipynb": {"cells": {"2": 3.0, "3": 0.1}}},
-                                              "seconds": 12.0}
+        private = tmp_path / "reference.db"  # what a worker would send back: every point
+        private.write_bytes(bundle.template_db)
+        with Gradebook(f"sqlite:///{private}", ledger.COURSE_ID) as gb:
+            for nb in ledger._submission(gb, "toy", task.student).notebooks:
+                for g in nb.grades:
+                    g.auto_score = g.max_score if g.cell_type == "code" else None
+            gb.db.commit()
+        return {"student": task.student, "autograde": True, "gradebook": private.read_bytes(), "seconds": 12.0,
+                "timing": {"toy.ipynb": {"cells": {"2": 3.0, "3": 0.1}}}}
 
-    real = scale.run_task
     monkeypatch.setattr(scale, "run_task", fake)
     grade(subs, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1)
     assert seen[0] == ("reference-solution", 120, 1800), "the reference runs with the fixed limits"
@@ -260,6 +268,21 @@ def test_limits_are_measured_from_the_reference_once(sequential, monkeypatch, tm
     seen.clear()
     grade(subs, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1)
     assert sorted(seen) == [("honest", 12, 120), ("wrong", 12, 120)], "measured once, then kept"
+
+
+def test_a_reference_without_every_point_gives_the_fixed_limits(sequential, monkeypatch, tmp_path):
+    _, original, _, subs, _ = sequential
+    root = tmp_path / "course"
+    shutil.copytree(original, root)
+    db = f"sqlite:///{root / 'gradebook.db'}"
+    seen = []
+    monkeypatch.setattr(scale, "run_task", lambda b, t, on_start=None: seen.append((t.student, b.cell_timeout,
+                                                                                    b.student_timeout))
+                        or {"student": t.student, "autograde": False, "error": "broken", "seconds": 0.0})
+    grade(subs, "toy", course_dir=root, db_url=db, checks_dir=toy.CHECKS_DIR, echo=False, workers=1)
+    assert sorted(seen) == [("honest", 120, 1800), ("reference-solution", 120, 1800), ("wrong", 120, 1800)]
+    with sqlite3.connect(root / "gradebook.db") as con:
+        assert con.execute("SELECT count(*) FROM autograder_limits").fetchone()[0] == 0, "nothing to keep"
 
 
 def test_limits_from_the_reference():
