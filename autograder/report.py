@@ -6,7 +6,8 @@ the same figures as PNG files next to it, for the instructor:
 - the score histogram (autograded points) and the counts by status;
 - the pass rate of each grade cell (full points) and of each hidden check;
 - the most frequent failure messages of the hidden checks (numbers masked, so that the same
-  mistake made with different values counts once): which mistakes the class made;
+  mistake made with different values counts once): which mistakes the class made (exercises
+  left as released are counted apart, per grade cell);
 - the submissions flagged ``REVIEW``, and those not graded (failed, timeout, invalid,
   missing), with the reason;
 - the grading time per student.
@@ -105,9 +106,28 @@ def check_stats(rows: list[Row]) -> list[tuple[str, str, int, int]]:
     return [(g, n, p, t) for (g, n), (p, t) in seen.items()]
 
 
+def _not_attempted(message: str) -> bool:
+    """The exercise was left as released (its stub raises NotImplementedError): not a mistake."""
+    return "NotImplementedError" in message
+
+
+def not_attempted(rows: list[Row]) -> Counter:
+    """Per grade cell, the students whose hidden checks failed only because the exercise was
+    left as released."""
+    out: Counter = Counter()
+    for r in rows:
+        for gid, v in r.verdicts.items():
+            fails = [c for c in (v.get("checks") or []) if isinstance(c, dict) and not c.get("passed")] \
+                if isinstance(v, dict) else []
+            if fails and all(_not_attempted(str(c.get("message") or "")) for c in fails):
+                out[str(gid)] += 1
+    return out
+
+
 def failure_messages(rows: list[Row]) -> list[tuple[int, str, str, str]]:
     """(students, grade id, check, message) of the most frequent failures: each message's first
-    line with its numbers masked; one example (unmasked) per group."""
+    line with its numbers masked; one example (unmasked) per group. Exercises left as released
+    (NotImplementedError) are not mistakes: they are counted apart (:func:`not_attempted`)."""
     groups: Counter = Counter()
     example: dict[tuple[str, str, str], str] = {}
     for r in rows:
@@ -119,6 +139,8 @@ def failure_messages(rows: list[Row]) -> list[tuple[int, str, str, str]]:
                 if not isinstance(c, dict) or c.get("passed"):
                     continue
                 first = (str(c.get("message") or "").strip().splitlines() or [""])[0]
+                if _not_attempted(first):
+                    continue
                 key = (str(gid), str(c.get("name", "")), mask_numbers(first)[:MESSAGE_CHARS])
                 mine.add(key)
                 example.setdefault(key, first[:MESSAGE_CHARS])
@@ -227,14 +249,16 @@ def render(assignment: str, rows: list[Row], figs: dict[str, bytes]) -> str:
     parts += ["<h2>Summary</h2>", _table(["", ""], summary), _img("scores.png", figs["scores.png"], "score histogram")]
 
     cells = sorted({c for r in graded for c in r.cells}, key=lambda c: _first_index(graded, c))
+    skipped = not_attempted(rows)
     body = []
     for c in cells:
         have = [r.cells[c] for r in graded if c in r.cells]
         full = sum(s >= m > 0 for s, m in have)
         body.append([c, f"{max(m for _, m in have):g}", f"{full}/{len(have)}", f"{100 * full / len(have):.0f}%",
-                     f"{statistics.mean(s for s, _ in have):.2f}"])
+                     f"{statistics.mean(s for s, _ in have):.2f}", skipped.get(c, 0)])
     parts += ["<h2>Pass rate per grade cell</h2>",
-              _table(["grade cell", "points", "full points", "pass rate", "mean points"], body),
+              _table(["grade cell", "points", "full points", "pass rate", "mean points",
+                      "not attempted (left as released)"], body),
               _img("grade_cells.png", figs["grade_cells.png"], "pass rate per grade cell")]
 
     body = [[g, n, f"{p}/{t}", f"{100 * p / max(1, t):.0f}%"] for g, n, p, t in checks]
@@ -246,7 +270,8 @@ def render(assignment: str, rows: list[Row], figs: dict[str, bytes]) -> str:
     fails = failure_messages(rows)
     parts += ["<h2>Most frequent failures</h2>",
               "<p>First line of each failing hidden check's message, numbers masked when counting "
-              "(one example shown); a student counts once per message.</p>",
+              "(one example shown); a student counts once per message. Exercises left as released "
+              "(NotImplementedError) are counted per grade cell above, not here.</p>",
               _table(["students", "grade cell", "hidden check", "message (example)"], [list(f) for f in fails])
               if fails else "<p>No hidden check failed.</p>"]
 

@@ -341,3 +341,10 @@ def test_class_report(sequential, tmp_path):
                      "no notebook found", "1/2"):
         assert expected in text, expected
     assert "should be" in text  # the wrong add's failure message is among the most frequent
+    from autograder.report import failure_messages, gather, not_attempted
+
+    rows = gather("toy", db)
+    rows[0].verdicts = {"mul_test": {"checks": [{"name": "m", "passed": False,
+                                                 "message": "your code raised NotImplementedError (in mul)"}]}}
+    assert not_attempted(rows) == {"mul_test": 1}
+    assert all("NotImplementedError" not in m for *_, m in failure_messages(rows)), "left as released: no mistake"
