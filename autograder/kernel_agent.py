@@ -221,6 +221,8 @@ def handle(request_b64, ns):
             value = {"inputs": [a.grad if isinstance(a, torch.Tensor) else None for a in ins]}
             if op == "grad":
                 value["params"] = {n: p.grad for n, p in obj.named_parameters() if p.grad is not None}
+        elif op == "named":  # the student's global itself, as an object reference (a function to hand on)
+            value = _Ref(_named(ns, req["name"]))
         elif op == "resolve":  # a library object by its dotted path (torch.manual_seed, functools.partial ...)
             value = _resolve(req["path"])
             if not callable(value):
