@@ -369,7 +369,7 @@ VECTORISED_SIZES = [  # B, N, D, H, W, K, Dv, dtype
 
 @check("grade_vectorised", "matches the reference on random sizes (non-square, H or W < K, K = 1 to 7, 1-4 heads, v "
                            "with another D, float64); weights exactly 0 outside the image; border pixels whose keys "
-                           "all score low give the padding no weight")
+                           "all score low give the padding no weight; logits of several hundred stay finite")
 def vectorised_random(h):
     cases = drawn(401, len(VECTORISED_SIZES), lambda t: _inputs(*VECTORISED_SIZES[t][:6], VECTORISED_SIZES[t][6],
                                                                  dtype=VECTORISED_SIZES[t][7]))
@@ -383,7 +383,14 @@ def vectorised_random(h):
             out, w = pair(h.call("local_attention", *args, K), "local_attention")
             _check_attention(out, w, ref.local_attention(*args, K), args, K, _where(args[0], args[2], K))
         out, w = pair(h.call("local_attention", *low, 3), "local_attention")
+        big = tuple(20 * a for a in low[:3]) + low[3:]  # logits of several hundred: exp() overflows float32
+        out_big, w_big = pair(h.call("local_attention", *big, 3), "local_attention")
     _check_attention(out, w, ref.local_attention(*low, 3), low, 3, "(keys that all score far below 0, K=3)")
+    if not (torch.isfinite(tensor(out_big, "out")).all() and torch.isfinite(tensor(w_big, "weights")).all()):
+        raise AssertionError("inf or nan in out or weights for logits of several hundred (q, k ~ 20 x N(0, 1), K=3): "
+                             "exp() overflows float32 above 88; use softmax (it subtracts the row's maximum first)")
+    _check_attention(out_big, w_big, ref.local_attention(*big, 3), big, 3, "(logits of several hundred, K=3)",
+                     likely=False)
 
 
 @check("grade_vectorised", "gradients with respect to q, k, v, rel_h and rel_w (through out and weights) equal the "
@@ -1052,8 +1059,9 @@ def _block_mistakes(blk: ref.ResBlock, x: torch.Tensor, stride: int, mixer: str)
     return found
 
 
-BLOCK_CASES = [(4, 8, 2, "attention", (2, 6, 6)), (4, 8, 2, "conv", (2, 6, 4)), (8, 8, 1, "attention", (2, 5, 4)),
-               (8, 8, 1, "conv", (1, 4, 4)), (4, 8, 1, "attention", (2, 4, 5))]  # in, out, stride, mixer, x (B, H, W)
+BLOCK_CASES = [(4, 8, 2, "attention", (2, 6, 6), 3), (4, 8, 2, "conv", (2, 6, 4), 5), (8, 8, 1, "attention", (2, 5, 4), 5),
+               (8, 8, 1, "conv", (1, 4, 4), 3), (4, 8, 1, "attention", (2, 4, 5), 3)]
+# in, out, stride, mixer, x (B, H, W), kernel_size (the attention's window: a conv block is 3x3 whatever it is)
 
 
 @check("grade_resnet", "ResBlock equals the design of the text with the same weights (conv and attention, stride 1 "
@@ -1064,11 +1072,11 @@ BLOCK_CASES = [(4, 8, 2, "attention", (2, 6, 6)), (4, 8, 2, "conv", (2, 6, 4)), 
 def resnet_blocks(h):
     xs = drawn(801, len(BLOCK_CASES), lambda t: torch.randn(BLOCK_CASES[t][4][0], BLOCK_CASES[t][0],
                                                             *BLOCK_CASES[t][4][1:]))
-    for (C_in, C_out, stride, mixer, _), x in zip(BLOCK_CASES, xs):
-        where = f"ResBlock({C_in}, {C_out}, stride={stride}, mixer={mixer!r}, kernel_size=3, heads=2)"
-        blk = _keyed_reference(ref.ResBlock(C_in, C_out, stride, mixer, 3, 2))
+    for (C_in, C_out, stride, mixer, _, K), x in zip(BLOCK_CASES, xs):
+        where = f"ResBlock({C_in}, {C_out}, stride={stride}, mixer={mixer!r}, kernel_size={K}, heads=2)"
+        blk = _keyed_reference(ref.ResBlock(C_in, C_out, stride, mixer, K, 2))
         with h.substituted(**REF_LAYERS):
-            student = h.construct("ResBlock", C_in, C_out, stride=stride, mixer=mixer, kernel_size=3, heads=2)
+            student = h.construct("ResBlock", C_in, C_out, stride=stride, mixer=mixer, kernel_size=K, heads=2)
         state, types = _keyed_student(h, student, "ResBlock")
         design = _design(state, types), _design(blk.state_dict(), _types_here(blk))
         for train in (False, True):
@@ -1085,9 +1093,9 @@ def resnet_blocks(h):
                              "and) a 1x1 convolution with BN when the shape changes")
 
 
-NET_CASES = [dict(widths=(8, 16), depths=(1, 2), mixer="attention", non_local=1, x=(2, 8, 8)),
-             dict(widths=(4, 8, 8), depths=(1, 1, 1), mixer="conv", non_local=0, x=(2, 8, 6)),
-             dict(widths=(8, 8), depths=(2, 1), mixer="attention", non_local=None, x=(1, 6, 6))]
+NET_CASES = [dict(widths=(8, 16), depths=(1, 2), mixer="attention", non_local=1, x=(2, 8, 8), kernel_size=3),
+             dict(widths=(4, 8, 8), depths=(1, 1, 1), mixer="conv", non_local=0, x=(2, 16, 8), kernel_size=5),
+             dict(widths=(8, 8), depths=(2, 1), mixer="attention", non_local=None, x=(1, 6, 6), kernel_size=3)]
 
 
 @check("grade_resnet", "ResNet equals the design of the text with the same weights: a 3x3 conv stem, stride 2 at the "
@@ -1099,8 +1107,8 @@ def resnet_net(h):
     xs = drawn(811, len(NET_CASES), lambda t: torch.randn(NET_CASES[t]["x"][0], 3, *NET_CASES[t]["x"][1:]))
     first = None
     for case, x in zip(NET_CASES, xs):
-        kw = dict(widths=case["widths"], depths=case["depths"], mixer=case["mixer"], kernel_size=3, heads=2,
-                  non_local=case["non_local"])
+        kw = dict(widths=case["widths"], depths=case["depths"], mixer=case["mixer"], kernel_size=case["kernel_size"],
+                  heads=2, non_local=case["non_local"])  # a non-square input: its last map is 4 x 2
         where = f"ResNet({', '.join(f'{k}={v!r}' for k, v in kw.items())})"
         net = _keyed_reference(ref.ResNet(**kw)).eval()
         with h.substituted(**REF_LAYERS):
@@ -1116,7 +1124,14 @@ def resnet_net(h):
                     other = _keyed_reference(ref.ResNet(**{**kw, "non_local": s})).eval()
                     likely[f"the NonLocalBlock after stage {s}: insert it after stage non_local="
                            f"{case['non_local']} (an index into widths)"] = other(x)
-        y = tensor(_forward(student, x, where, len(case["widths"]) > 1, case["mixer"]), f"{where} logits")
+        try:
+            y = tensor(_forward(student, x, where, len(case["widths"]) > 1, case["mixer"]), f"{where} logits")
+        except StudentError as e:
+            if x.shape[2] == x.shape[3]:
+                raise
+            raise AssertionError(f"{where} raised {e.type_name} on a non-square input {tuple(x.shape)}: nothing in the "
+                                 "design needs H = W (the global pooling is the mean over H and W, x.mean((2, 3)))") \
+                from None
         _named_first(y, expected, likely, f"{where} logits")
         _check_design(_design(state, types), _design(net.state_dict(), _types_here(net)), where)
         check_close(y, expected, atol=1e-4, rtol=1e-4, name=f"{where} logits "
