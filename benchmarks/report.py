@@ -61,7 +61,8 @@ def table(entries: list[dict]) -> str:
         direction = f" {m['src']}→{m['tgt']}" if "src" in m else f", {name}" if name else ""
         target = MODEL_TARGETS.get((aid, name), target) if name else target
         train = f"{m['train_time_s']:.0f} s, {int(m.get('steps', 0)):,} steps" if "train_time_s" in m else ""
-        model = f"{m['params'] / 1e6:.1f} M params" if "params" in m else ""
+        model = "" if "params" not in m else f"{m['params'] / 1e6:.1f} M params" if m["params"] >= 1e6 else \
+            f"{m['params'] / 1e3:.1f} k params"
         rows.append(f"| {aid} | {prof} | {what}{direction} | {value} | {target} | {train} | {model} | "
                     f"{device} | {last['torch']} | {len(runs)} | {last['date'][:10]} |")
     return "\n".join(rows)
