@@ -373,6 +373,11 @@ COPY_TOOLS = ("getsource", "getsourcelines", "spec_from_file_location", "exec_mo
               "FunctionType", "CodeType", "__code__", "marshal", "runpy", "run_path")
 
 
+#: The dynamic code refused anywhere in the notebook (in the solution cells: also ``globals``, which a debugging
+#: cell may well print).
+NOTEBOOK_DYNAMIC = ("eval", "exec", "compile", "__import__", "__builtins__")
+
+
 class Answers:
     """The course's answers to one assignment, the module ``module`` of ``course`` (e.g. ``"course.seq2seq"``).
 
@@ -392,7 +397,8 @@ class Answers:
     def scan(self, h, cell: str) -> None:
         check_no_delegation(h.source(cell), {self.module: self.no_ref})
         check_no_delegation(h.student_source(), {self.module: self.no_ref,
-                                                 **{name: self.copying for name in COPY_TOOLS}})
+                                                 **{name: self.copying for name in COPY_TOOLS}},
+                            forbid_dynamic=NOTEBOOK_DYNAMIC)
 
     @contextlib.contextmanager
     def forbidden(self, h, *names: str, used: Mapping[str, str] | None = None) -> Iterator[None]:

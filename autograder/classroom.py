@@ -11,7 +11,8 @@ Edit this file, not the builder (:mod:`autograder.student_copy`):
 - :data:`PACKAGE_URL` is what the first cell of every notebook ``pip install``s where the
   ``course`` package is missing (Colab): the class repository.
 
-The grader never reads this file: it always grades with the full ``course`` of this repository.
+A grading kernel imports the same cut (and, closed or not, none of the graded assignment's answers:
+:func:`autograder.student_copy.kernel_package`); the hidden checks run with the full ``course``.
 """
 from __future__ import annotations
 

@@ -2,16 +2,20 @@
 
 The parent (:mod:`autograder.grade`) runs one worker per student with a wall-clock limit,
 so a submission that hangs, floods or crashes nbgrader itself affects only its own row.
-The worker autogrades, then writes the feedback HTML, and exits 0 only if both worked.
+The worker autogrades, then writes the feedback HTML, and exits 0 only if both worked. Its
+sandboxed kernels import a ``course`` package without the answers of the assignment
+(:func:`autograder.student_copy.kernel_package`), made for this worker and removed after it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from autograder.nbgrader_api import make_api
+from autograder.student_copy import kernel_package
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checks-dir", type=Path, default=None)
     a = ap.parse_args(argv)
 
+    with tempfile.TemporaryDirectory(prefix="course-kernel-") as tmp:
+        kernel_course = kernel_package(Path(tmp), a.assignment) if a.sandbox else None
+        return _grade(a, kernel_course)
+
+
+def _grade(a: argparse.Namespace, kernel_course: Path | None) -> int:
     api = make_api(a.course_dir, db_url=a.db_url, cell_timeout_s=a.cell_timeout, sandbox=a.sandbox,
-                   checks_dir=a.checks_dir)
+                   checks_dir=a.checks_dir, kernel_course=kernel_course)
     outcome: dict = {"autograde": False, "feedback": False, "error": ""}
     res = api.autograde(a.assignment, a.student, force=True, create=True)
     sys.stdout.write(res.get("log", ""))

@@ -226,7 +226,7 @@ class ResBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A CIFAR ResNet: a 3x3 conv stem, one stage per width (the first at full resolution, each next one
+    """A CIFAR ResNet: a stem (3x3 conv, BN, ReLU), one stage per width (the first at full resolution, each next one
     halving it), global average pooling and a linear classifier. ``mixer`` picks the blocks' spatial
     layers; ``non_local`` inserts a :class:`NonLocalBlock` after that stage (index into ``widths``).
     ``x [B, 3, H, W] -> logits [B, num_classes]``."""

@@ -72,6 +72,14 @@ def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNod
     return failed
 
 
+def test_a_debugging_cell_with_globals_costs_nothing():
+    """globals() in a cell the student added (a reviewer's correct solution lost every point for it); eval and exec
+    anywhere are still refused."""
+    assert _failing(notebook=_with_cells(extra="print(sorted(globals())[:5])")) == {}
+    failed = _failing(notebook=_with_cells(extra="print(eval('1 + 1'))"))
+    assert failed and all("eval" in m[0] for m in failed.values()), failed
+
+
 def test_ipython_syntax_in_the_students_cells_costs_nothing():
     nb = _with_cells(extra="%timeit local_attention\n!nvidia-smi\nLocalAttention2d?")
     for c in nb.cells:
