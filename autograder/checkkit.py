@@ -22,7 +22,9 @@ through the handle ``h``. The builders below cover what every assignment's check
 - structure: :func:`check_parameters` (names and shapes), :func:`check_module_list` (n distinct
   blocks), :func:`check_every_parameter_learns`;
 - own code: :func:`check_own_code` (the source scan, the bits of the results against the references
-  of :mod:`autograder.delegation`, the forbidden library calls).
+  of :mod:`autograder.delegation`, the forbidden library calls); :class:`Answers` (the course's
+  module of answers to one assignment: never imported or copied by the student's cells, never run
+  by the student's code while a check runs, also through an alias or a subclass).
 
 Self-attention is called with the *same* tensor object for query, key and value
 (``mha(x, x, x)``): the wire keeps object identity within a request, so a student's
@@ -31,6 +33,8 @@ Self-attention is called with the *same* tensor object for query, key and value
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import warnings
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
@@ -362,3 +366,63 @@ def check_own_code(h, cell: str, scan: Mapping[str, str], *, follow: bool = True
     if run is not None:
         with h.forbidden(*forbidden):
             run()
+
+
+#: What reaches a module's code without naming it: re-running its source or its code objects.
+COPY_TOOLS = ("getsource", "getsourcelines", "spec_from_file_location", "exec_module", "SourceFileLoader",
+              "FunctionType", "CodeType", "__code__", "marshal", "runpy", "run_path")
+
+
+#: The dynamic code refused anywhere in the notebook (in the solution cells: also ``globals``, which a debugging
+#: cell may well print).
+NOTEBOOK_DYNAMIC = ("eval", "exec", "compile", "__import__", "__builtins__")
+
+
+class Answers:
+    """The course's answers to one assignment, the module ``module`` of ``course`` (e.g. ``"course.seq2seq"``).
+
+    - :meth:`scan`: the solution cell does not name the module (nor reach it through eval/exec/importlib), and
+      no cell the student wrote uses a tool that copies or re-runs code (:data:`COPY_TOOLS`); a helper cell is
+      never graded, so each grade cell looks, and such a submission loses every cell, as cheating should;
+    - :meth:`forbidden` (a context manager), :meth:`owns` (a check's decorator), :meth:`call`: the student's code
+      may not run the module's ``names`` meanwhile (the kernel makes their code raise, also through an alias or
+      a subclass taken earlier); a use is reported as an AssertionError naming it, or with ``used[name]``.
+    """
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.no_ref = f"{module} holds the course's answers: write this part yourself"
+        self.copying = f"it copies or re-runs code of the course ({module} holds the answers): write this part yourself"
+
+    def scan(self, h, cell: str) -> None:
+        check_no_delegation(h.source(cell), {self.module: self.no_ref})
+        check_no_delegation(h.student_source(), {self.module: self.no_ref,
+                                                 **{name: self.copying for name in COPY_TOOLS}},
+                            forbid_dynamic=NOTEBOOK_DYNAMIC)
+
+    @contextlib.contextmanager
+    def forbidden(self, h, *names: str, used: Mapping[str, str] | None = None) -> Iterator[None]:
+        try:
+            with h.forbidden(*(f"{self.module}.{n}" for n in names)):
+                yield
+        except StudentError as e:
+            hit = re.match(rf"{re.escape(self.module)}\.(\w+) may not be used here", e.message or "")
+            if hit and e.type_name == "RuntimeError":
+                message = (used or {}).get(hit.group(1))
+                raise AssertionError(message or f"your code runs {self.module}.{hit.group(1)}, the course's answer: "
+                                                "write this part yourself") from None
+            raise
+
+    def owns(self, *names: str) -> Callable[[Callable[[Any], T]], Callable[[Any], T]]:
+        def deco(fn: Callable[[Any], T]) -> Callable[[Any], T]:
+            @functools.wraps(fn)
+            def run(h: Any) -> T:
+                with self.forbidden(h, *names):
+                    return fn(h)
+            return run
+        return deco
+
+    def call(self, h, name: str, *args: Any, **kwargs: Any) -> Any:
+        """The student's function ``name`` called without the module's function of the same name."""
+        with self.forbidden(h, name):
+            return h.call(name, *args, **kwargs)

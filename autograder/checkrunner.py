@@ -9,7 +9,9 @@ keeping only the agent's reply: :class:`autograder.output_limits.AgentReplyOnly`
   checks (:meth:`~TrustedChecks.snapshot`, called in phase 1 and again for each replayed
   cell after a restart);
 - after the notebook's last cell, runs each such cell's checks against its snapshot
-  (:meth:`~TrustedChecks.run_pending`): the agent enters the snapshot, the checks run,
+  (:meth:`~TrustedChecks.run_pending`): the reference modules the checks use in the kernel
+  are sent in once, compiled (:func:`provide_references`: the kernel's ``course`` lacks
+  them), the agent enters the snapshot, the checks run,
   then whatever they left behind is undone and the agent leaves it;
 - makes each cell's verdict the one nbgrader scores (:func:`apply_verdict` rewrites the
   cell's outputs), keeps it by cell index (:attr:`~TrustedChecks.verdicts`) and, for the
@@ -21,9 +23,13 @@ restarts the kernel and goes on with the next grade cell.
 """
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -72,6 +78,36 @@ def apply_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:
         outs.append(error_output("HiddenCheckFailed",
                                  f"{failed} of {len(verdict.results)} hidden checks failed\n" + "\n".join(lines)))
     cell.outputs = outs
+
+
+@functools.lru_cache(maxsize=None)
+def reference_code() -> dict[str, tuple[str, str]]:
+    """``module -> (sha, base64 of its marshalled code)`` for each reference module of ``course``
+    (:data:`autograder.classroom.REFERENCE_MODULES`), compiled from the files this process imports."""
+    import marshal
+    from importlib.util import find_spec
+
+    from autograder.classroom import REFERENCE_MODULES
+
+    out = {}
+    for name in REFERENCE_MODULES:
+        spec = find_spec(name)
+        source = Path(spec.origin).read_text()
+        code = marshal.dumps(compile(source, f"<{name}>", "exec", dont_inherit=True))
+        out[name] = (hashlib.sha256(code).hexdigest()[:16], base64.b64encode(code).decode("ascii"))
+    return out
+
+
+def provide_references(handle: Handle) -> None:
+    """Send the reference modules the checks run in the kernel (``h.substituted``, ``h.library``,
+    ``h.forbidden``), once per kernel: the ``course`` package of a sandboxed kernel lacks them
+    (:func:`autograder.student_copy.kernel_package`), so that no cell of the student's can read and
+    print them into its feedback. They arrive compiled (no source text), after the last cell ran."""
+    code = reference_code()
+    shas = {name: sha for name, (sha, _) in code.items()}
+    missing = handle._request("provide", modules=shas)
+    if isinstance(missing, list) and missing:
+        handle._request("provide", modules=shas, code={n: code[n][1] for n in missing if n in code})
 
 
 class TrustedChecks:
@@ -132,12 +168,15 @@ class TrustedChecks:
         handle = Handle(self.request, self._run_of(index))
         died = False
         try:
+            provide_references(handle)
             handle._request("enter", key=str(index))
         except (DeadKernelError, CellTimeoutError):
             died = True
         except Exception:
             pass  # a tampered agent: the checks will say what does not answer
+        times: list[float] = []
         for chk in checks:
+            times.append(time.perf_counter())
             if died:
                 verdict.results.append((chk.name, False, "not run: the kernel died during an earlier check"))
                 verdict.mirrored.append(chk.mirrors_visible)
@@ -156,6 +195,7 @@ class TrustedChecks:
             except Exception as e:  # the student's answer broke the check (wrong type, shape...)
                 verdict.results.append((chk.name, False, f"{type(e).__name__}: {e}"[:1000]))
             verdict.mirrored.append(chk.mirrors_visible)
+        times.append(time.perf_counter())
         if not died:
             for op in ("restore_all", "clear", "leave"):  # whatever a failed check left behind
                 try:
@@ -167,7 +207,10 @@ class TrustedChecks:
                     pass
         apply_verdict(cell, verdict)
         self.verdicts[index] = verdict
-        self.report[gid] = dict(verdict.as_dict(), seconds=round(time.perf_counter() - t0, 3))
+        report = verdict.as_dict()
+        for c, a, b in zip(report["checks"], times, times[1:]):
+            c["seconds"] = round(b - a, 3)  # where a slow grade cell spends its time
+        self.report[gid] = dict(report, seconds=round(time.perf_counter() - t0, 3))
         if died:
             raise DiedInCheck("kernel died during a hidden check")
 

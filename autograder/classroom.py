@@ -11,7 +11,8 @@ Edit this file, not the builder (:mod:`autograder.student_copy`):
 - :data:`PACKAGE_URL` is what the first cell of every notebook ``pip install``s where the
   ``course`` package is missing (Colab): the class repository.
 
-The grader never reads this file: it always grades with the full ``course`` of this repository.
+A grading kernel imports the same cut (and, closed or not, none of the graded assignment's answers:
+:func:`autograder.student_copy.kernel_package`); the hidden checks run with the full ``course``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
+A03 = "03_local_attention"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Reference:
 
 
 #: Modules of ``course`` whose every public top-level definition must be listed in REFERENCES.
-REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq")
+REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq", "course.local_attention")
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("course.seq2seq", "dot_score", A01, "part 1"),
@@ -62,6 +64,13 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("course.nn", "to_torch_mha", None, "an adapter the visible checks use: answers nothing"),
     Reference("course.nn", "to_torch_encoder_layer", None, "an adapter the visible checks use: answers nothing"),
     Reference("course.nn", "to_torch_decoder_layer", None, "an adapter the visible checks use: answers nothing"),
+    Reference("course.local_attention", "local_attention_naive", A03, "part 1"),
+    Reference("course.local_attention", "local_attention", A03, "part 2"),
+    Reference("course.local_attention", "local_attention_chunked", A03, "part 3"),
+    Reference("course.local_attention", "LocalAttention2d", A03, "part 4"),
+    Reference("course.local_attention", "NonLocalBlock", A03, "part 5"),
+    Reference("course.local_attention", "ResBlock", A03, "part 6"),
+    Reference("course.local_attention", "ResNet", A03, "part 6"),
 )
 
 #: Assignments whose deadline has passed: the references that answer them reach the class.

@@ -46,6 +46,7 @@ def apply(
     max_output_chars: int = MAX_OUTPUT_CHARS,
     sandbox: bool = False,
     checks_dir: str | os.PathLike | None = None,
+    kernel_course: str | os.PathLike | None = None,
 ) -> Config:
     """Fill ``c`` with the course's nbgrader settings and return it."""
     root = Path(course_dir) if course_dir is not None else repo_root()
@@ -98,6 +99,8 @@ def apply(
     if sandbox:
         # the student's kernel runs in bubblewrap, over ipc sockets (autograder/sandbox.py)
         c.RobustExecute.kernel_manager_class = "autograder.sandbox.SandboxKernelManager"
+        if kernel_course is not None:  # the course package the kernel imports: no answers to read
+            c.SandboxKernelManager.course_package = str(kernel_course)
 
     # Feedback: hidden tests and their tracebacks never reach the student.
     c.GenerateFeedback.preprocessors = [

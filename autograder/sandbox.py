@@ -57,7 +57,7 @@ import zmq
 import zmq.asyncio
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
-from traitlets import DottedObjectName, Float, Instance, Type
+from traitlets import DottedObjectName, Float, Instance, Type, Unicode
 
 SANDBOX_UID = 65534  # nobody: the default
 _UID_BASE, _UID_SPAN = 200_000, 60_000  # per-kernel uids, so process limits never add up
@@ -129,6 +129,12 @@ def _course_parent() -> str:
     return str(Path(course.__file__).resolve().parent.parent)
 
 
+def _course_dir() -> str:
+    import course
+
+    return str(Path(course.__file__).resolve().parent)
+
+
 def workdir_files(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
     """The sub-folders and regular files of ``workdir`` (relative paths) that the sandbox
     sees, read-only, in ``/tmp/work``: no links (neither followed nor copied), no
@@ -168,14 +174,16 @@ def workdir_files(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
 def bwrap_command(cmd: list[str], workdir: str | os.PathLike | None = None, limits: Limits | None = None,
                   env: dict[str, str] | None = None, uid: int = SANDBOX_UID, *,
                   cgroup: "KernelCgroup | None" = None,
-                  ro_files: dict[str, str] | None = None) -> list[str]:
+                  ro_files: dict[str, str] | None = None, course: str | None = None) -> list[str]:
     """``cmd`` wrapped so that it runs sandboxed, in ``/tmp/work``.
 
     The only writable place is a tmpfs of ``limits.disk_mb`` at ``/tmp`` (plus a
     ``limits.shm_mb`` one at ``/dev/shm``). ``workdir`` (a host folder, never bound itself)
     lends its regular files, read-only, at the same relative paths under ``/tmp/work``.
-    ``ro_files`` maps sandbox paths to host files bound read-only there. With ``cgroup``
-    the launched process joins that cgroup before bubblewrap starts.
+    ``ro_files`` maps sandbox paths to host files bound read-only there. ``course`` (a host
+    folder, :func:`autograder.student_copy.kernel_package`) is bound where the ``course``
+    package lies, in its place. With ``cgroup`` the launched process joins that cgroup before
+    bubblewrap starts.
     """
     limits = limits or Limits()
     bwrap = shutil.which("bwrap")
@@ -201,6 +209,10 @@ def bwrap_command(cmd: list[str], workdir: str | os.PathLike | None = None, limi
              "--perms", "1777", "--dir", SANDBOX_IPC]
     ro = [p for p in _ro_paths() if not p.startswith(("/usr/", "/etc/"))]
     extra = dict(ro_files or {})
+    if course is not None:  # mounted over the package's folder (or over its place inside a bound one)
+        package = _course_dir()
+        ro = [p for p in ro if p != package]
+        extra[package] = course
     parents = sorted({str(q) for p in ro + list(extra) for q in Path(p).parents
                       if str(q) not in ("/", SANDBOX_TMP) and not str(q).startswith(SANDBOX_WORK)})
     for d in parents:  # traversable by the unprivileged user
@@ -736,6 +748,9 @@ class SandboxKernelManager(AsyncKernelManager):
     client_factory = Type(klass=LimitedKernelClient)
     sandbox_start_timeout = Float(60.0, help="Seconds the sandboxed kernel may take to open its sockets.",
                                   config=True)
+    course_package = Unicode("", help="A folder bound in place of the course package (its answers withheld: "
+                                      "autograder.student_copy.kernel_package); empty: the package itself.",
+                             config=True)
 
     _private: str | None = None
     _cgroup: KernelCgroup | None = None
@@ -776,7 +791,8 @@ class SandboxKernelManager(AsyncKernelManager):
             os.chown(host_file, self._uid, self._uid)  # written 0600 by the grader, read by the kernel
         cmd = [a.replace(host_file, SANDBOX_CONNECTION_FILE) for a in cmd]
         return bwrap_command(cmd, self._sandbox_cwd, self.limits, self._sandbox_env, self._uid,
-                             cgroup=self._cgroup, ro_files={SANDBOX_CONNECTION_FILE: host_file})
+                             cgroup=self._cgroup, ro_files={SANDBOX_CONNECTION_FILE: host_file},
+                             course=self.course_package or None)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         try:

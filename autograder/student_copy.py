@@ -28,7 +28,8 @@ Before anything is written, :func:`find_leaks` compares every function and class
 ``.py`` file and every notebook of the copy with those defined in the solution cells of
 the open assignments' source notebooks (AST, docstrings and local names normalised): a
 definition with the same name (other than the release's own stub) or the same body stops
-the build. The grader is untouched by all this: it grades with the full ``course``.
+the build. A grading kernel imports the same cut of ``course`` (:func:`kernel_package`); the hidden checks
+run with the full one.
 """
 from __future__ import annotations
 
@@ -224,6 +225,43 @@ def strip_module(text: str, remove: dict[str, str], module: str) -> str:
     out += "\n\n\n" + WITHHELD_TRAILER.replace("ENTRIES", entries)
     ast.parse(out)  # a bug here must not ship
     return out
+
+
+# -- the package a grading kernel imports ---------------------------------------------------------------------
+
+def kernel_withheld(aid: str | None) -> dict[str, dict[str, str]]:
+    """``module -> {name: assignment}``: what the ``course`` of a kernel grading ``aid`` leaves out, the
+    class's copy (references of open assignments) and, closed or not, the references that answer ``aid``."""
+    out: dict[str, dict[str, str]] = {}
+    for ref in classroom.REFERENCES:
+        if ref.answers is not None and (ref.answers not in classroom.CLOSED or ref.answers == aid):
+            out.setdefault(ref.module, {})[ref.name] = ref.answers
+    return out
+
+
+def kernel_package(dest: Path, aid: str | None, package: Path | None = None) -> Path:
+    """Write into the empty folder ``dest`` the ``course`` package that a kernel grading ``aid`` imports
+    (:func:`kernel_withheld` cut out of ``package``, default: the one imported here); return its folder.
+
+    The student's code runs in that kernel before any hidden check: what it can read there, it can print into
+    its feedback. The checks' references reach the kernel later, once every cell has run, compiled
+    (:mod:`autograder.checkrunner`). Everything is world-readable (the kernel runs as another uid) and
+    byte-compiled (a kernel writes no ``.pyc``)."""
+    import compileall
+
+    import course
+
+    package = Path(package or Path(course.__file__).resolve().parent)
+    target = Path(dest) / "course"
+    _copy_tree(package, target)
+    for module, names in kernel_withheld(aid).items():
+        path = target.joinpath(*module.split(".")[1:]).with_suffix(".py")
+        path.write_text(strip_module(path.read_text(), names, module))
+    compileall.compile_dir(str(target), quiet=1, workers=1)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    Path(dest).chmod(0o755)
+    return target
 
 
 # -- the leak check -----------------------------------------------------------------------------------------

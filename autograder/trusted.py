@@ -226,6 +226,26 @@ _PARAM_WORDS: set[str] | None = None
 _TEMPLATE_WORDS = _template_words()
 
 
+#: Cell magics whose body is Python the kernel runs: scans read the body as code, not as a string.
+PYTHON_CELL_MAGICS = frozenset({"time", "timeit", "capture", "prun"})
+
+
+def as_python(source: str) -> str:
+    """A cell's source as the Python the kernel runs: IPython's syntax (``%timeit``, ``!ls``, ``x?``) becomes
+    ``get_ipython()`` calls; the body of a ``%%time``-like cell magic (:data:`PYTHON_CELL_MAGICS`) stays code, so
+    that a scan sees it. A cell IPython cannot transform is returned as it is (a scan then names the line it
+    cannot parse)."""
+    first, _, body = source.lstrip("\n").partition("\n")
+    if first.startswith("%%") and first[2:].split()[:1] and first[2:].split()[0] in PYTHON_CELL_MAGICS:
+        return "\n" + as_python(body)  # (the magic's line stays a line, so line numbers still match)
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        return TransformerManager().transform_cell(source)
+    except Exception:  # noqa: BLE001
+        return source
+
+
 class BadAnswer(AssertionError):
     """The student's code answered with something that is not a valid value."""
 
@@ -342,6 +362,14 @@ class Handle:
         """Call the student's function ``name`` and return its result (tensors arrive as tensors)."""
         return self._request("call", name=name, args=args, kwargs=kwargs)
 
+    def named(self, name: str) -> RemoteObject:
+        """The student's global ``name`` as a remote object, to hand to a library function of the kernel
+        (``h.library("course.device.measure")(h.named("f"), x)``) without calling it here."""
+        obj = self._request("named", name=name)
+        if not isinstance(obj, RemoteObject):
+            raise BadAnswer(f"{name} could not be reached in the notebook")
+        return obj
+
     def library(self, path: str) -> RemoteObject:
         """A library object of the kernel by its dotted path (``"torch.manual_seed"``,
         ``"functools.partial"``, ``"torch.nn.LayerNorm"``), callable like the student's
@@ -392,19 +420,20 @@ class Handle:
             self._request("restore")
 
     def source(self, grade_id: str) -> str:
-        """The source of the student's cell ``grade_id``, read from the submitted notebook."""
+        """The source of the student's cell ``grade_id``, read from the submitted notebook, as the Python the
+        kernel ran (IPython's magics and shell escapes become ``get_ipython()`` calls, so scans can parse it)."""
         for cell in self._nb.cells:
             if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
-                return cell.source
+                return as_python(cell.source)
         raise KeyError(f"no cell {grade_id!r} in the notebook")
 
     def student_source(self) -> str:
-        """Every code cell the student could edit (solution cells and added cells)."""
+        """Every code cell the student could edit (solution cells and added cells), as Python (:meth:`source`)."""
         parts = []
         for cell in self._nb.cells:
             md = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "code" and (md.get("solution") or not md.get("locked")):
-                parts.append(cell.source)
+                parts.append(as_python(cell.source))
         return "\n\n".join(parts)
 
 

@@ -2,7 +2,9 @@
 
 The parent (:mod:`autograder.grade`) runs one worker per student with a wall-clock limit,
 so a submission that hangs, floods or crashes nbgrader itself affects only its own row.
-The worker autogrades, then writes the feedback HTML, and exits 0 only if both worked.
+The worker autogrades, then writes the feedback HTML, and exits 0 only if both worked. Its
+sandboxed kernels import a ``course`` package without the answers of the assignment
+(:func:`autograder.student_copy.kernel_package`), made for this worker and removed after it.
 With ``$AUTOGRADER_PARENT_PID`` set it dies with the thread that started it (Linux), so
 a grading run that is killed leaves no worker behind (its sandboxed kernel dies with it).
 """
@@ -13,6 +15,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -36,6 +39,7 @@ if __name__ == "__main__":
     _die_with_parent()  # first, before the slow imports below
 
 from autograder.nbgrader_api import make_api  # noqa: E402
+from autograder.student_copy import kernel_package  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checks-dir", type=Path, default=None)
     a = ap.parse_args(argv)
 
+    with tempfile.TemporaryDirectory(prefix="course-kernel-") as tmp:
+        kernel_course = kernel_package(Path(tmp), a.assignment) if a.sandbox else None
+        return _grade(a, kernel_course)
+
+
+def _grade(a: argparse.Namespace, kernel_course: Path | None) -> int:
     api = make_api(a.course_dir, db_url=a.db_url, cell_timeout_s=a.cell_timeout, sandbox=a.sandbox,
-                   checks_dir=a.checks_dir)
+                   checks_dir=a.checks_dir, kernel_course=kernel_course)
     outcome: dict = {"autograde": False, "feedback": False, "error": ""}
     res = api.autograde(a.assignment, a.student, force=True, create=True)
     sys.stdout.write(res.get("log", ""))

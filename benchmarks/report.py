@@ -33,6 +33,12 @@ HEADLINE = {
     "01_attention_seq2seq": ("bleu_test2016", "BLEU, Multi30k test 2016, greedy (sacrebleu), attention GRU",
                              "≥ 30 (de→en) within 5 min"),
     "02_transformer_blocks": ("bleu_test2016", "BLEU, Multi30k test 2016, greedy (sacrebleu)", "≥ 37 within 5 min"),
+    "03_local_attention": ("test_acc", "CIFAR-10 test accuracy (%)", ""),
+}
+#: Targets that depend on the model of a row (``metrics["model"]``), where one notebook trains several.
+MODEL_TARGETS = {
+    ("03_local_attention", "conv"): "≥ 93 within 2 min (full)",
+    ("03_local_attention", "attention"): "≥ 90 within 10 min (full)",
 }
 
 
@@ -41,10 +47,10 @@ def table(entries: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
-        m = e.get("metrics", {})  # one row per direction of a translation task
-        groups.setdefault((e["assignment"], e["profile"], e["device"], str(m.get("src", "")), str(m.get("tgt", ""))),
-                          []).append(e)
-    for (aid, prof, device, _, _), runs in sorted(groups.items()):
+        m = e.get("metrics", {})  # one row per direction of a translation task, per model of a comparison
+        groups.setdefault((e["assignment"], e["profile"], e["device"], str(m.get("src", "")), str(m.get("tgt", "")),
+                           str(m.get("model", ""))), []).append(e)
+    for (aid, prof, device, _, _, name), runs in sorted(groups.items()):
         key, what, target = HEADLINE.get(aid, (None, "", ""))
         if key is None or not all(key in r["metrics"] for r in runs):
             continue
@@ -52,9 +58,11 @@ def table(entries: list[dict]) -> str:
         last = runs[-1]
         m = last["metrics"]
         value = f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
-        direction = f" {m['src']}→{m['tgt']}" if "src" in m else ""
+        direction = f" {m['src']}→{m['tgt']}" if "src" in m else f", {name}" if name else ""
+        target = MODEL_TARGETS.get((aid, name), target) if name else target
         train = f"{m['train_time_s']:.0f} s, {int(m.get('steps', 0)):,} steps" if "train_time_s" in m else ""
-        model = f"{m['params'] / 1e6:.1f} M params" if "params" in m else ""
+        model = "" if "params" not in m else f"{m['params'] / 1e6:.1f} M params" if m["params"] >= 1e6 else \
+            f"{m['params'] / 1e3:.1f} k params"
         rows.append(f"| {aid} | {prof} | {what}{direction} | {value} | {target} | {train} | {model} | "
                     f"{device} | {last['torch']} | {len(runs)} | {last['date'][:10]} |")
     return "\n".join(rows)

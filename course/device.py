@@ -277,6 +277,130 @@ def peak_memory_mb(device: torch.device | str | None = None) -> float:
 
 
 # -----------------------------------------------------------------------------
+# memory of one computation
+
+
+class TensorMemory:
+    """Bytes of the tensors that torch ops create while it is active, on any device (also the CPU,
+    where the allocator keeps no statistics): ``peak_mb`` (most bytes alive at once) and
+    ``largest_mb`` (the biggest single tensor).
+
+    >>> with TensorMemory() as mem:
+    ...     y = layer(x)
+    >>> mem.peak_mb, mem.largest_mb
+
+    A storage counts from the op that creates it until the last tensor that views it is freed;
+    views and in-place results of a counted storage are not counted again, views of tensors made
+    before the block (its inputs) not at all. Autograd's saved tensors count (they stay alive).
+    Slower than the computation alone (a Python call per op): measure, do not train, under it.
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[int, list[int]] = {}  # storage pointer -> [bytes, tensors viewing it]
+        self.current = self.peak = self.largest = 0  # bytes
+        self._mode: Any = None
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+    @property
+    def largest_mb(self) -> float:
+        return self.largest / 2**20
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live.get(ptr)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._live[ptr]
+
+    def _seen(self, out: Any, inputs: set[int]) -> None:
+        import weakref
+
+        if not isinstance(out, torch.Tensor) or out.device.type == "meta":
+            return
+        storage = out.untyped_storage()
+        ptr, nbytes = storage.data_ptr(), storage.nbytes()
+        if ptr == 0 or nbytes == 0:
+            return
+        if ptr in self._live:
+            self._live[ptr][1] += 1
+        elif ptr in inputs:
+            return  # a view of (or an in-place result on) a tensor made before the block
+        else:
+            self._live[ptr] = [nbytes, 1]
+            self.current += nbytes
+            self.peak = max(self.peak, self.current)
+            self.largest = max(self.largest, nbytes)
+        weakref.finalize(out, self._release, ptr)
+
+    def __enter__(self) -> TensorMemory:
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                out = func(*args, **(kwargs or {}))
+                flat_in = tree_flatten((args, kwargs or {}))[0]
+                inputs = {t.untyped_storage().data_ptr() for t in flat_in
+                          if isinstance(t, torch.Tensor) and t.device.type != "meta"}
+                for t in tree_flatten(out)[0]:
+                    tracker._seen(t, inputs)
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)
+        self._mode = None
+
+
+def measure(fn: Any, *args: Any, backward: bool = False, repeat: int = 3, **kwargs: Any) -> dict[str, float]:
+    """Time and memory of ``fn(*args, **kwargs)`` (and of ``.sum().backward()`` on its first output when
+    ``backward``): ``{"ms": median wall time, "peak_mb": ..., "largest_mb": ...}``.
+
+    Memory comes from :class:`TensorMemory` (one extra run), so it means the same on every device:
+    the peak of bytes held by tensors made during the call, not counting its inputs. On CUDA,
+    ``cuda_peak_mb`` adds the allocator's own peak above what was allocated before the call.
+    """
+    def once() -> Any:
+        out = fn(*args, **kwargs)
+        if backward:
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            first.float().sum().backward()
+        return out
+
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    once()  # warm-up (kernels, caches)
+    times = []
+    for _ in range(max(repeat, 1)):
+        with Timer(device) as t:
+            once()
+        times.append(t.s)
+    result: dict[str, float] = {"ms": 1000 * sorted(times)[len(times) // 2]}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        once()
+        torch.cuda.synchronize(device)
+        result["cuda_peak_mb"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    with TensorMemory() as mem:
+        out = once()
+        del out
+    result["peak_mb"], result["largest_mb"] = mem.peak_mb, mem.largest_mb
+    return result
+
+
+# -----------------------------------------------------------------------------
 # reporting
 
 
@@ -315,5 +439,7 @@ __all__ = [
     "Timer",
     "reset_peak_memory",
     "peak_memory_mb",
+    "TensorMemory",
+    "measure",
     "device_summary",
 ]

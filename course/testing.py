@@ -35,7 +35,7 @@ import random
 import textwrap
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -842,7 +842,7 @@ def check_no_delegation(
     obj_or_source: Any,
     forbidden: Mapping[str, str],
     *,
-    forbid_dynamic: bool = True,
+    forbid_dynamic: bool | Collection[str] = True,
     follow: bool = True,
 ) -> None:
     """Fail if the code of ``obj_or_source`` uses any name in ``forbidden``.
@@ -853,7 +853,8 @@ def check_no_delegation(
     access (``F.scaled_dot_product_attention``), imports and global names; a dotted name
     (``course.nn``) matches module paths, also through aliases (``import course.nn as cnn``).
     String literals are concatenated to catch ``getattr(F, "scaled_" + "dot_product_attention")``;
-    with ``forbid_dynamic``, ``eval``/``exec``/``__import__``/``importlib`` are refused too.
+    with ``forbid_dynamic``, ``eval``/``exec``/``globals``/``__import__``/``importlib`` are refused too
+    (or, given a collection of names, those of the builtins and importlib).
     With ``follow``, user-defined functions and classes that the code calls (from the same
     module / notebook) are checked as well; the object's own methods and the student's
     own functions that happen to share a forbidden name are allowed.
@@ -869,7 +870,7 @@ def check_no_delegation(
 def _scan(
     obj: Any,
     forbidden: Mapping[str, str],
-    forbid_dynamic: bool,
+    forbid_dynamic: bool | Collection[str],
     follow: bool,
     seen: set[int],
     hits: list[str],
@@ -904,6 +905,7 @@ def _scan(
         a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments) for a in n.args + n.kwonlyargs + n.posonlyargs
     }
     docs = _docstring_nodes(tree)
+    dynamic_names = _DYNAMIC_NAMES if forbid_dynamic is True else set(forbid_dynamic or ())
     follow_next: list[Any] = []
     hit_keys: set[str] = set()
 
@@ -941,7 +943,7 @@ def _scan(
             elif forbid_dynamic and attrs and attrs[-1] in _DYNAMIC_ATTRS:
                 hits.append(f"{label} must not use `{'.'.join([base, *attrs])}` (line {start + node.lineno - 1}): dynamic code is not allowed here")
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if forbid_dynamic and node.id in _DYNAMIC_NAMES and node.id not in defined:
+            if forbid_dynamic and node.id in dynamic_names and node.id not in defined:
                 hits.append(f"{label} must not use `{node.id}` (line {start + node.lineno - 1}): dynamic code is not allowed here")
                 continue
             if node.id in defined:

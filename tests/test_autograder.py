@@ -185,6 +185,15 @@ def graded(tmp_path_factory):
                      "        except Exception:\n"
                      "            pass\n"
                      "print('\\n'.join(found))")
+    attack("answers", WRONG_ADD + "import course, glob, os, re\n"
+                      "for p in sorted(glob.glob(os.path.dirname(course.__file__) + '/**/*.py', recursive=True)):\n"
+                      "    print(p, re.findall(r'^(?:def|class) \\w+', open(p).read(), re.M))\n"
+                      "try:\n"
+                      "    from course.local_attention import LocalAttention2d\n"
+                      "    import inspect\n"
+                      "    print(inspect.getsource(LocalAttention2d))\n"
+                      "except Exception as e:\n"
+                      "    print('refused:', e)")
     attack("writer", WRONG_ADD + "import sqlite3, os\n"
                      "for path in [" + repr(str(db_path)) + ", '../../../gradebook.db', '../../gradebook.db']:\n"
                      "    try:\n"
@@ -349,7 +358,7 @@ def test_blank_release_scores_zero(graded):
 
 
 ATTACKS_ON_ADD = ["crash", "exit", "loop", "stubborn", "edited", "alwayseq", "patcher", "transformer",
-                  "customexc", "reader", "writer", "network", "forkbomb", "membomb"]
+                  "customexc", "reader", "answers", "writer", "network", "forkbomb", "membomb"]
 
 
 @pytest.mark.parametrize("sid", ATTACKS_ON_ADD)
@@ -392,6 +401,20 @@ def test_sandbox_hides_the_course_and_the_checks(graded):
     assert CHECKS_CANARY not in out, "the hidden checks were readable from the student's kernel"
     assert toy.CANARY not in out, "the source notebook was readable from the student's kernel"
     assert "gradebook" not in out and "a_honest" not in out and "BEGIN SOLUTION" not in out
+
+
+def test_the_kernel_course_has_no_answers_to_print(graded):
+    """The course package the kernel imports lacks the definitions that answer open assignments: a cell that
+    reads its files or imports them cannot print them into the feedback (the checks send their references in
+    compiled, after the last cell)."""
+    root, _, _ = graded
+    out = _outputs(root, "answers")
+    page = "".join(p.read_text() for p in (root / "feedback" / "answers").rglob("*.html"))
+    assert "def check_close" in out and "class DeviceLoader" in out, "the attack read nothing: the test proves nothing"
+    assert "refused: cannot import name 'LocalAttention2d'" in out
+    for answer in ("def scaled_dot_product_attention", "class MultiHeadAttention", "def masked_softmax",
+                   "class LocalAttention2d", "def local_attention_naive", "class Encoder"):
+        assert answer not in out and answer not in page, f"{answer!r} reached the student's output"
 
 
 def test_gradebook_and_other_students_cannot_be_written(graded):

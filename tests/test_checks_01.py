@@ -32,14 +32,15 @@ def _grade_cells() -> dict[str, nbformat.NotebookNode]:
             and not c.metadata["nbgrader"].get("solution")}
 
 
-def _failing(patches: list[tuple[str, str]] = (), **names) -> dict[str, list[str]]:
+def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNode | None = None,
+             **names) -> dict[str, list[str]]:
     source = REFERENCE
     for old, new in patches:
         assert source.count(old) == 1, f"patch does not apply: {old!r}"
         source = source.replace(old, new)
     ns = namespace(source, TableModel=TableModel, **names)
     failed: dict[str, list[str]] = {}
-    for (gid, _), outcome in run_checks(AID, ns, NOTEBOOK).items():
+    for (gid, _), outcome in run_checks(AID, ns, notebook or NOTEBOOK).items():
         if outcome != "ok":  # the first line of each failed check's message
             failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
     return failed
@@ -58,6 +59,20 @@ def test_checks_cover_the_grade_cells_one_to_one():
 
 def test_the_course_answers_pass_every_check():
     assert _failing() == {}
+
+
+def test_ipython_syntax_in_the_students_cells_costs_nothing():
+    """A cell of the student's with a magic or a shell escape (``%timeit``, ``!nvidia-smi``): the scans read the
+    Python the kernel ran, not a line they cannot parse."""
+    import copy
+
+    nb = copy.deepcopy(NOTEBOOK)
+    nb.cells.append(nbformat.v4.new_code_cell("%timeit dot_score(torch.ones(1, 2), torch.ones(1, 3, 2))\n!nvidia-smi\n"
+                                              "masked_softmax?"))
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "scores":
+            c.source = "%%time\n" + c.source
+    assert _failing(notebook=nb) == {}
 
 
 MISTAKES = [  # (grade cell, first-line pattern, patches of course/seq2seq.py)

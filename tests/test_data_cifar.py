@@ -550,3 +550,19 @@ def test_tiny_cnn_learns_synthetic_set_through_device_loader() -> None:
         acc = (model(xe).argmax(1) == ye).float().mean().item()
     print(f"tiny CNN test accuracy {acc:.3f}")
     assert acc > 0.3, f"test accuracy {acc:.2f} after 40 steps: the synthetic set is not learnable (chance 0.10)"
+
+
+def test_a_standin_from_given_images_loads_back_exactly(tmp_path):
+    """write_cifar10_standin (the synthetic set's writer, and benchmarks/cifar10_from_jpeg.py's): any
+    images in the official layout with a manifest; load_cifar10(synthetic=True) returns them unchanged."""
+    from course.data.cifar10 import write_cifar10_standin
+
+    g = torch.Generator().manual_seed(0)
+    train = (torch.randint(0, 256, (12, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(12) % 10)
+    test = (torch.randint(0, 256, (3, 3, 32, 32), generator=g, dtype=torch.uint8), torch.tensor([9, 0, 4]))
+    write_cifar10_standin(tmp_path, train, test, name="t")
+    for split, (images, labels) in ((True, train), (False, test)):
+        x, y = load_cifar10(train=split, root=tmp_path, synthetic=True)
+        assert torch.equal(x, images) and torch.equal(y, labels)
+    with pytest.raises(ValueError, match=r"\[n, 3, 32, 32\]"):
+        write_cifar10_standin(tmp_path, (train[0][:, :, :16], train[1]), test)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import marshal
 import re
 import sys
 import types
@@ -16,7 +17,7 @@ from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_code_cell, new_output
 from traitlets.config import Config
 
-from autograder import agent, release
+from autograder import agent, checkrunner, release
 from autograder.checkrunner import DiedInCheck, TrustedChecks, apply_verdict, is_test_cell
 from autograder.output_limits import (
     MAX_REPLY_CHARS, AgentReplyOnly, OutputBudget, coerce_execution_count, output_size,
@@ -212,6 +213,10 @@ def kernel(monkeypatch):
         keep["reply"].keep(keep["outs"], {"msg_type": "display_data", "content": {"data": data}})
 
     monkeypatch.setattr(IPython.display, "publish_display_data", publish)
+    # the reference modules the checks need: one stand-in (the real ones would replace this process's course)
+    code = marshal.dumps(compile("ANSWER = 42\n", "<_course_test_reference>", "exec"))
+    monkeypatch.setattr(checkrunner, "reference_code",
+                        lambda: {"_course_test_reference": ("5eed", base64.b64encode(code).decode())})
     ns: dict = {"__name__": "__main__"}
     ns["get_ipython"] = lambda: types.SimpleNamespace(user_ns=ns)
     exec(agent.install_code(), ns)  # RobustExecute installs it on the first request
@@ -227,6 +232,7 @@ def kernel(monkeypatch):
 
     yield types.SimpleNamespace(ns=ns, request=request, log=log)
     sys.modules.pop("_course_grader_agent", None)
+    sys.modules.pop("_course_test_reference", None)
 
 
 def _phase1(kernel, checks: TrustedChecks, nb, overrides: dict) -> None:
@@ -265,8 +271,12 @@ def test_checks_run_against_each_cells_snapshot(kernel, tmp_path, monkeypatch):
                            ("mul with a negative factor", False, "mul(-2, 4) should be -8")]
     assert mul.mirrored == [True, False] and mul.in_kernel_ok
     assert mul.disagrees  # the cell's own asserts passed, their trusted mirror did not
+    # the references reach the kernel once, compiled, before the first check
+    provides = [r for r in kernel.log if r["op"] == "provide"]
+    assert [bool(r.get("code")) for r in provides] == [False, True, False, False]
+    assert sys.modules["_course_test_reference"].ANSWER == 42
     # each cell: enter its snapshot, the checks, then whatever they left is undone
-    ops = [r["op"] for r in kernel.log[3:]]
+    ops = [r["op"] for r in kernel.log[3:] if r["op"] != "provide"]
     assert ops[:1] == ["enter"] and ops[-3:] == ["restore_all", "clear", "leave"]
     assert ops.count("enter") == 3 and ops.count("leave") == 3
     assert kernel.ns["add"](1, 2) == 0  # the kernel is back where the notebook left it
@@ -279,8 +289,9 @@ def test_checks_run_against_each_cells_snapshot(kernel, tmp_path, monkeypatch):
     report = json.loads(path.read_text())
     assert set(report) == {"add_test", "mul_test", "sq_test"}
     assert report["mul_test"]["passed"] is False and report["mul_test"]["disagrees"] is True
-    assert report["mul_test"]["checks"][1] == {"name": "mul with a negative factor", "passed": False,
-                                               "message": "mul(-2, 4) should be -8"}
+    second = dict(report["mul_test"]["checks"][1])
+    assert second.pop("seconds") >= 0  # each check's time: where a slow grade cell spends it
+    assert second == {"name": "mul with a negative factor", "passed": False, "message": "mul(-2, 4) should be -8"}
     assert isinstance(report["add_test"]["seconds"], float)
     env_path = tmp_path / "env.json"
     monkeypatch.setenv("AUTOGRADER_TRUSTED_REPORT", str(env_path))

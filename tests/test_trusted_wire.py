@@ -212,3 +212,30 @@ def test_library_objects_vjp_and_cache_need_no_names_in_the_notebook(kernel):
     assert torch.allclose(da, 2 * a * g) and torch.allclose(db, da)
     assert set(ns) - before <= {"__builtins__"}, f"names added to the notebook: {set(ns) - before}"
     assert h.cache == {} and h.cache.setdefault("k", 1) == 1
+
+
+def test_a_student_function_handed_to_a_library_function_runs_in_the_kernel(kernel):
+    ns, _ = kernel
+    exec("import torch\ndef double(x):\n    return 2 * x\n", ns)
+    before = set(ns)
+    h = _handle_in_process(kernel)
+    double = h.named("double")
+    x = torch.randn(3)
+    assert torch.equal(double(x), 2 * x)  # callable from here, and handed on as the kernel's own object:
+    r = h.library("course.device.measure")(double, torch.randn(64, 64), repeat=1)
+    assert r["largest_mb"] == r["peak_mb"] == 64 * 64 * 4 / 2**20
+    with pytest.raises(Exception, match="NameError"):
+        h.named("missing_name")
+    assert set(ns) - before <= {"__builtins__"}
+
+
+def test_sources_reach_the_checks_as_python_with_cell_magic_bodies_as_code():
+    from autograder.trusted import as_python
+
+    from course.testing import CheckError, check_no_delegation
+
+    assert as_python("x = 1\n%timeit x\n!ls\n") == "x = 1\nget_ipython().run_line_magic('timeit', 'x')\nget_ipython().system('ls')\n"
+    hidden = as_python("%%time\nimport course.seq2seq as c\n")  # the body of %%time is code the kernel runs
+    with pytest.raises(CheckError, match="course.seq2seq"):
+        check_no_delegation(hidden, {"course.seq2seq": "no"})
+    assert "run_cell_magic('bash'" in as_python("%%bash\nls\n")  # not Python: a string, as the kernel sees it

@@ -14,20 +14,16 @@ classic mistake a result matches; the other checks run with course.seq2seq's ans
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import math
-import re
-from typing import Iterator
 
 import torch
 
 import course.seq2seq as ref
-from autograder.checkkit import (check_dropout_sites, check_grads, load_weights, module, pair, reference_grads,
+from autograder.checkkit import (Answers, check_dropout_sites, check_grads, load_weights, module, pair, reference_grads,
                                  seed_kernel, tensor, what)
-from autograder.trusted import StudentError, check
-from course.testing import (TableModel, best_by_brute_force, check_close, check_no_delegation, check_rows_sum_to_one,
+from autograder.trusted import check
+from course.testing import (TableModel, best_by_brute_force, check_close, check_rows_sum_to_one,
                             overfit, seeded, table_from_probs)
 
 REF = "course.seq2seq."
@@ -42,54 +38,8 @@ def _warm_up() -> None:
 
 
 _warm_up()
-NO_REF = "course.seq2seq holds the course's answers: write this part yourself"
-
-
-#: What reaches the course's answers without naming them: re-running their source or their code objects.
-COPYING = "it copies or re-runs code of the course (course.seq2seq holds the answers): write this part yourself"
-NO_COPY = {name: COPYING for name in ("getsource", "getsourcelines", "spec_from_file_location", "exec_module",
-                                      "SourceFileLoader", "FunctionType", "CodeType", "__code__", "marshal", "runpy",
-                                      "run_path")}
-
-
-def _no_reference(h, cell: str) -> None:
-    """The solution cell ``cell`` does not use course.seq2seq (nor eval/exec/importlib to reach it), and no cell the
-    student wrote copies or re-runs the course's code (a helper cell is never graded, so each grade cell looks:
-    such a submission loses every cell, as cheating should)."""
-    check_no_delegation(h.source(cell), {"course.seq2seq": NO_REF})
-    check_no_delegation(h.student_source(), {"course.seq2seq": NO_REF, **NO_COPY})
-
-
-@contextlib.contextmanager
-def _own(h, *names: str) -> Iterator[None]:
-    """Within the block the student's code may not run course.seq2seq's ``names`` (also through an alias or a
-    subclass: the kernel makes their code raise)."""
-    try:
-        with h.forbidden(*(REF + n for n in names)):
-            yield
-    except StudentError as e:
-        used = re.match(r"(course\.seq2seq\.\w+) may not be used here", e.message or "")
-        if used and e.type_name == "RuntimeError":
-            raise AssertionError(f"your code runs {used.group(1)}, the course's answer: write this part "
-                                 "yourself") from None
-        raise
-
-
-def owns(*names: str):
-    """Decorator: the check runs with course.seq2seq's ``names`` forbidden (:func:`_own`)."""
-    def deco(fn):
-        @functools.wraps(fn)
-        def run(h):
-            with _own(h, *names):
-                return fn(h)
-        return run
-    return deco
-
-
-def _call(h, name: str, *args, **kwargs):
-    """The student's function ``name`` called without course.seq2seq's function of the same name."""
-    with _own(h, name):
-        return h.call(name, *args, **kwargs)
+ANSWERS = Answers("course.seq2seq")
+_no_reference, _own, owns, _call = ANSWERS.scan, ANSWERS.forbidden, ANSWERS.owns, ANSWERS.call
 
 
 SCORES = ("dot_score", "scaled_dot_score", "general_score", "additive_score")

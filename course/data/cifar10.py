@@ -45,6 +45,7 @@ __all__ = [
     "CIFAR10_URL",
     "load_cifar10",
     "write_synthetic_cifar10",
+    "write_cifar10_standin",
     "synthetic_cifar10_root",
     "channel_stats",
 ]
@@ -431,6 +432,52 @@ def _synthetic_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def write_cifar10_standin(
+    root: str | os.PathLike[str],
+    train: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
+    test: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
+    name: str = "standin",
+) -> Path:
+    """Write given images in the official CIFAR-10 layout under ``<root>/cifar-10-batches-py/``,
+    with a manifest of their MD5 sums (``load_cifar10(root=root, synthetic=True)`` reads them).
+
+    For stand-ins: the synthetic set, or a re-encoding of CIFAR-10 (e.g. a JPEG copy) where the
+    official archive cannot be downloaded. ``train``/``test``: ``(images uint8 [n, 3, 32, 32],
+    labels [n] in [0, 10))``; the training images are split evenly over ``data_batch_1..5``.
+    """
+    if len(train[0]) < len(_TRAIN_FILES) or len(test[0]) < 1:
+        raise ValueError(f"write_cifar10_standin: need at least {len(_TRAIN_FILES)} training images (one per "
+                         f"batch file) and one test image, got {len(train[0])} and {len(test[0])}")
+    folder = Path(root) / _BASE
+    folder.mkdir(parents=True, exist_ok=True)
+    md5s: dict[str, str] = {}
+    for split, (images, labels), names in (("train", train, _TRAIN_FILES), ("test", test, _TEST_FILES)):
+        images, labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+        if images.shape[1:] != (3, _SIDE, _SIDE) or labels.shape != (len(images),):
+            raise ValueError(f"write_cifar10_standin: {split} images must be [n, 3, 32, 32] with labels [n], "
+                             f"got {list(images.shape)} and {list(labels.shape)}")
+        for i, idx in enumerate(np.array_split(np.arange(len(images)), len(names))):
+            kind = "training" if split == "train" else "testing"
+            entry = {
+                b"batch_label": f"{kind} batch {i + 1} of {len(names)}".encode(),
+                b"labels": [int(v) for v in labels[idx]],
+                b"data": np.ascontiguousarray(images[idx].reshape(len(idx), _PIXELS)),
+                b"filenames": [f"{name}_{CIFAR10_CLASSES[labels[j]]}_s_{j:06d}.png".encode() for j in idx],
+            }
+            path = folder / names[i]
+            _write_pickle(path, entry)
+            md5s[names[i]] = _md5(path)
+    meta = {
+        b"num_cases_per_batch": -(-len(train[0]) // len(_TRAIN_FILES)),
+        b"label_names": [c.encode() for c in CIFAR10_CLASSES],
+        b"num_vis": _PIXELS,
+    }
+    _write_pickle(folder / _META_FILE, meta)
+    md5s[_META_FILE] = _md5(folder / _META_FILE)
+    (folder / _MANIFEST).write_text(json.dumps(md5s, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return Path(root)
+
+
 def write_synthetic_cifar10(
     root: str | os.PathLike[str],
     n_train: int = 5000,
@@ -454,34 +501,12 @@ def write_synthetic_cifar10(
             f"write_synthetic_cifar10: need n_train >= {len(_TRAIN_FILES)} (one per batch file) "
             f"and n_test >= 1, got n_train={n_train}, n_test={n_test}"
         )
-    root = Path(root)
-    folder = root / _BASE
-    folder.mkdir(parents=True, exist_ok=True)
-    md5s: dict[str, str] = {}
-    for split, n, names in (("train", n_train, _TRAIN_FILES), ("test", n_test, _TEST_FILES)):
+    splits = []
+    for split, n in (("train", n_train), ("test", n_test)):
         rng = np.random.default_rng([seed, 0 if split == "train" else 1])
         labels = rng.permutation(np.arange(n) % 10)
-        images = _synthetic_images(labels, rng)
-        for i, idx in enumerate(np.array_split(np.arange(n), len(names))):
-            kind = "training" if split == "train" else "testing"
-            entry = {
-                b"batch_label": f"{kind} batch {i + 1} of {len(names)}".encode(),
-                b"labels": [int(v) for v in labels[idx]],
-                b"data": np.ascontiguousarray(images[idx].reshape(len(idx), _PIXELS)),
-                b"filenames": [f"synthetic_{_SHAPES[labels[j]]}_s_{j:06d}.png".encode() for j in idx],
-            }
-            path = folder / names[i]
-            _write_pickle(path, entry)
-            md5s[names[i]] = _md5(path)
-    meta = {
-        b"num_cases_per_batch": -(-n_train // len(_TRAIN_FILES)),
-        b"label_names": [name.encode() for name in CIFAR10_CLASSES],
-        b"num_vis": _PIXELS,
-    }
-    _write_pickle(folder / _META_FILE, meta)
-    md5s[_META_FILE] = _md5(folder / _META_FILE)
-    (folder / _MANIFEST).write_text(json.dumps(md5s, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return root
+        splits.append((_synthetic_images(labels, rng).reshape(n, 3, _SIDE, _SIDE), labels))
+    return write_cifar10_standin(root, splits[0], splits[1], name="synthetic")
 
 
 _SYNTHETIC_VERSION = 1  # bump when the synthetic images change, to invalidate caches
