@@ -39,7 +39,7 @@ from autograder import config as cfg
 from autograder import ledger
 from autograder.collect import Submission, collect
 from autograder.release import assignments as list_assignments
-from autograder.release import generate_release
+from autograder.release import generate_release, release_history
 from autograder.restore import restore_locked
 from autograder.sanitize import harden_feedback_dir
 
@@ -118,12 +118,14 @@ def _sanitized_notes(folder: Path, names) -> list[str]:
     return notes
 
 
-def _prepare(src: Path, release_nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, list[str]]:
+def _prepare(src: Path, release_nb: nbformat.NotebookNode, earlier: dict | None = None
+             ) -> tuple[nbformat.NotebookNode, list[str]]:
     """The student's notebook read from the grader's own copy, with the locked cells of the
-    release restored; and what had been tampered with."""
+    release restored; and what had been tampered with (a cell as an earlier release of
+    ``assignments/`` had it is not: ``earlier``, :func:`autograder.release.release_history`)."""
     text = src.read_bytes().decode("utf-8")
     nb = nbformat.reads(text, as_version=4)
-    nb, notes = restore_locked(nb, release_nb)
+    nb, notes = restore_locked(nb, release_nb, earlier)
     return nb, [n for n in notes if not any(k in n for k in _INNOCENT_NOTES)]
 
 
@@ -296,11 +298,12 @@ def _plan(course_dir: Path, aid: str, sub: Submission, digest: str, releases: di
     tampered: list[str] = []
     notebooks: dict[str, bytes] = {}
     r = Result(sid)
+    history = release_history(course_dir / cfg.RELEASE / aid)
     for name, src in sub.notebooks.items():
         if src is None:
             continue
         try:
-            nb, notes = _prepare(src, releases[name])
+            nb, notes = _prepare(src, releases[name], history.get(name))
         except Exception as e:  # invalid JSON, not a notebook, not UTF-8
             r.status, r.message = "invalid", f"{name} is not a valid notebook ({type(e).__name__}: {str(e)[:160]})"
             break

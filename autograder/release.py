@@ -16,6 +16,7 @@ the same locked cell, so a submitted notebook matches what grading regenerates.
 from __future__ import annotations
 
 import filecmp
+import json
 import re
 import shutil
 import tempfile
@@ -149,6 +150,45 @@ def _copy_source(course_dir: Path, aid: str, dest: Path) -> None:
             nbformat.write(with_package_url(nb, classroom.PACKAGE_URL), f)
 
 
+#: In each release folder: what every release written there had in its tracked cells (a digest of each
+#: cell's source and nbgrader's checksum, by notebook and grade_id), so that a notebook handed out before
+#: the instructor changed the release is not taken for a tampered one (:func:`autograder.restore.restore_locked`).
+HISTORY = ".release-history.json"
+
+
+def _add_to_history(history: dict, name: str, nb: nbformat.NotebookNode) -> None:
+    from autograder.restore import source_digest
+
+    cells = history.setdefault(name, {})
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        gid = meta.get("grade_id") if isinstance(meta, dict) else None
+        if not isinstance(gid, str):
+            continue
+        known = cells.setdefault(gid, {"source": [], "checksum": []})
+        for key, value in (("source", source_digest(cell.source)), ("checksum", meta.get("checksum"))):
+            if isinstance(value, str) and value not in known[key]:
+                known[key].append(value)
+
+
+def release_history(release_dir: Path) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """``notebook -> grade_id -> {"source": digests, "checksum": checksums}``: the recorded history of the
+    release folder ``release_dir`` and the notebooks it holds now ({} for a folder that does not exist)."""
+    release_dir = Path(release_dir)
+    history: dict = {}
+    try:
+        loaded = json.loads((release_dir / HISTORY).read_text())
+        history = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    for path in sorted(release_dir.glob("*.ipynb")) if release_dir.is_dir() else []:
+        try:
+            _add_to_history(history, path.name, nbformat.read(path, as_version=4))
+        except Exception:  # an unreadable old release: nothing to learn from it
+            continue
+    return history
+
+
 def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str) -> None:
     """Run nbgrader's ``generate_assignment`` for ``aid``: record it in the gradebook at
     ``db_url`` (grade cells, checksums, locked sources) and write the student version to
@@ -163,9 +203,13 @@ def generate_release(course_dir: Path, aid: str, release_out: Path, db_url: str)
         if not result.get("success"):
             raise ReleaseError(f"nbgrader generate_assignment failed for {aid}:\n"
                                f"{result.get('error', '')}\n{result.get('log', '')}")
+        history = release_history(release_out)  # the earlier releases, before they are replaced
         if release_out.exists():
             shutil.rmtree(release_out)
         shutil.copytree(work / cfg.RELEASE / aid, release_out)
+        for path in sorted(release_out.glob("*.ipynb")):
+            _add_to_history(history, path.name, nbformat.read(path, as_version=4))
+        (release_out / HISTORY).write_text(json.dumps(history, indent=1, sort_keys=True) + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -205,8 +249,8 @@ def release(course_dir: Path | None = None) -> None:
 
 def diff_trees(a: Path, b: Path) -> list[str]:
     """Relative paths that differ between two folders (missing on either side or changed)."""
-    fa = {p.relative_to(a) for p in _files(a)} if a.exists() else set()
-    fb = {p.relative_to(b) for p in _files(b)} if b.exists() else set()
+    fa = {p.relative_to(a) for p in _files(a) if p.name != HISTORY} if a.exists() else set()
+    fb = {p.relative_to(b) for p in _files(b) if p.name != HISTORY} if b.exists() else set()
     out = [f"only in {a.name}: {p}" for p in sorted(fa - fb)]
     out += [f"only in rebuilt: {p}" for p in sorted(fb - fa)]
     out += [f"changed: {p}" for p in sorted(fa & fb) if not filecmp.cmp(a / p, b / p, shallow=False)]

@@ -68,9 +68,11 @@ metadata of locked cells dropped, inert nbgrader metadata removed).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import uuid
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from nbformat.notebooknode import NotebookNode, from_dict
@@ -256,7 +258,7 @@ class _Cell:
                           execution_count=count, attachments=att, where=self.where, notes=notes)
 
 
-def _diff_nbgrader(theirs: Any, ours: dict) -> list[str]:
+def _diff_nbgrader(theirs: Any, ours: dict, old_checksums: Collection[str] = ()) -> list[str]:
     if theirs is None:
         return ["nbgrader metadata removed (cell found by its id)"]
     if not isinstance(theirs, dict):
@@ -264,7 +266,8 @@ def _diff_nbgrader(theirs: Any, ours: dict) -> list[str]:
     if theirs.get("grade_id") != ours.get("grade_id"):
         what = (f"grade_id changed {_short(ours.get('grade_id'))} -> {_short(theirs['grade_id'])}"
                 if "grade_id" in theirs else "grade_id removed")
-        return [what + " (cell found by its id)"] + _diff_nbgrader({**theirs, "grade_id": ours.get("grade_id")}, ours)
+        return [what + " (cell found by its id)"] + _diff_nbgrader({**theirs, "grade_id": ours.get("grade_id")}, ours,
+                                                                   old_checksums)
     out = []
     for key in _NBGRADER_KEYS:
         if key in ours and key not in theirs:
@@ -273,7 +276,8 @@ def _diff_nbgrader(theirs: Any, ours: dict) -> list[str]:
             out.append(f"{key} {_short(theirs[key])} added")
         elif key in ours and not _same(theirs[key], ours[key]):
             if key == "checksum":
-                out.append("checksum changed")
+                if theirs[key] not in old_checksums:  # else: the checksum of an earlier release of the cell
+                    out.append("checksum changed")
             else:
                 out.append(f"{key} changed {_short(ours[key])} -> {_short(theirs[key])}")
     extra = sorted(str(k) for k in theirs if k not in _NBGRADER_KEYS)
@@ -282,21 +286,26 @@ def _diff_nbgrader(theirs: Any, ours: dict) -> list[str]:
     return out
 
 
-def _changes(sub: _Cell, rel: dict) -> list[str]:
+def _changes(sub: _Cell, rel: dict, known: Mapping[str, Collection[str]]) -> list[str]:
     """What differs in type, nbgrader metadata and lock flags (the solution cell's rules)."""
     changes = []
     if sub.cell_type != rel["cell_type"]:
         changes.append(f"type changed {rel['cell_type']} -> {sub.cell_type}")
-    changes += _diff_nbgrader(sub.nbgrader, rel["metadata"]["nbgrader"])
+    changes += _diff_nbgrader(sub.nbgrader, rel["metadata"]["nbgrader"], known.get("checksum", ()))
     for key in _LOCK_KEYS:
         if not _same(sub.metadata.get(key), rel["metadata"].get(key)):
             changes.append(f"{key} changed {_short(rel['metadata'].get(key))} -> {_short(sub.metadata.get(key))}")
     return changes
 
 
-def _restore_locked_cell(sub: _Cell, rel: dict, notes: list[str]) -> dict:
-    changes = _changes(sub, rel)
-    if sub.source != rel["source"]:
+def source_digest(source: str) -> str:
+    """What :func:`restore_locked`'s ``earlier`` holds of a cell's source."""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _restore_locked_cell(sub: _Cell, rel: dict, notes: list[str], known: Mapping[str, Collection[str]]) -> dict:
+    changes = _changes(sub, rel, known)
+    if sub.source != rel["source"] and source_digest(sub.source) not in known.get("source", ()):
         changes.insert(1 if sub.cell_type != rel["cell_type"] else 0, "source edited")
     if not _same(sub.metadata.get("tags") or None, rel["metadata"].get("tags") or None):
         changes.append(f"tags changed to {_short(sub.metadata.get('tags'))}")
@@ -313,8 +322,8 @@ def _restore_locked_cell(sub: _Cell, rel: dict, notes: list[str]) -> dict:
                       attachments=_plain(rel.get("attachments")), where=sub.where, notes=notes)
 
 
-def _restore_solution_cell(sub: _Cell, rel: dict, notes: list[str]) -> dict:
-    changes = _changes(sub, rel)
+def _restore_solution_cell(sub: _Cell, rel: dict, notes: list[str], known: Mapping[str, Collection[str]]) -> dict:
+    changes = _changes(sub, rel, known)
     if changes:
         notes.append(f"solution cell {rel['metadata']['nbgrader']['grade_id']}: "
                      + ", ".join(changes) + " (restored, answer kept)")
@@ -412,11 +421,15 @@ def _assign_ids(cells: list[dict], tracked: set[int], minor: int) -> None:
         cell["id"] = cid
 
 
-def restore_locked(submitted: NotebookNode, release: NotebookNode) -> tuple[NotebookNode, list[str]]:
+def restore_locked(submitted: NotebookNode, release: NotebookNode,
+                   earlier: Mapping[str, Mapping[str, Collection[str]]] | None = None) -> tuple[NotebookNode, list[str]]:
     """A copy of ``submitted`` that nbgrader can autograde, and notes naming every tampering found.
 
-    ``release`` is the student version written by ``generate_assignment``. Neither
-    argument is modified. See the module docstring for the rules.
+    ``release`` is the student version written by ``generate_assignment``; ``earlier`` (by grade_id:
+    ``{"source": digests, "checksum": checksums}``, :func:`autograder.release.release_history`) what earlier
+    releases of the notebook had: a cell as an earlier release had it is restored without a note (the
+    instructor changed the release after handing it out). Neither notebook is modified. See the module
+    docstring for the rules.
     """
     notes: list[str] = []
     rcells = _release_cells(release)
@@ -457,7 +470,7 @@ def restore_locked(submitted: NotebookNode, release: NotebookNode) -> tuple[Note
         if rel is not None:
             restore = _restore_solution_cell if _role(rel["metadata"]["nbgrader"]) == "solution" \
                 else _restore_locked_cell
-            s.result = restore(s, rel, notes)
+            s.result = restore(s, rel, notes, (earlier or {}).get(s.matched, {}))
             continue
         unlock = s.grade_id in tracked or _role(s.nbgrader) is not None
         if s.grade_id in tracked:

@@ -650,7 +650,7 @@ def _check_install_cell(nb: nbformat.NotebookNode, url: str | None, name: str) -
 
 
 def _copy_tree(src: Path, dest: Path) -> None:
-    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints"))
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints", release.HISTORY))
 
 
 @dataclass

@@ -709,3 +709,48 @@ def test_skip_execution_tag_on_a_test_cell_without_hidden_checks(course, graded,
         add = {sid: next(g.score for g in gb.find_submission("toy", sid).notebooks[0].grades if g.name == "add_test")
                for sid in ("raw_skiptag", "fix_skiptag")}
     assert add == {"raw_skiptag": 4.0, "fix_skiptag": 0.0}
+
+
+def test_a_notebook_of_an_earlier_release_is_not_taken_for_a_tampered_one(tmp_path):
+    """The instructor fixes the release after handing it out (a sentence of the instructions, a solution
+    cell's stub): notebooks of the first release come back with their locked cells restored from the new
+    one, and no note, as ``generate_release`` records what every release had; an edit no release had is
+    still noted."""
+    from autograder.release import HISTORY, release_history
+
+    root = toy.make_course(tmp_path)
+    db = f"sqlite:///{root / 'gradebook.db'}"
+    out = root / "assignments" / "toy"
+    generate_release(root, "toy", out, db)
+    first = nbformat.read(out / "toy.ipynb", as_version=4)
+    src_path = root / "source/toy/toy.ipynb"
+    src = nbformat.read(src_path, as_version=4)
+    edited = {"intro": False, "add": False}
+    for cell in src.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "intro":
+            cell.source += "\n\n(A typo fixed after the hand-out.)"
+            edited[gid] = True
+        elif gid == "add":
+            cell.source = "# add two numbers\n" + cell.source
+            edited[gid] = True
+    assert all(edited.values()), edited
+    nbformat.write(src, src_path)
+    generate_release(root, "toy", out, db)
+    second = nbformat.read(out / "toy.ipynb", as_version=4)
+    assert (out / HISTORY).is_file()
+    history = release_history(out)["toy.ipynb"]
+    student = fill(first, nbformat.read(src_path, as_version=4))  # answered on the first release
+    _, notes = restore_locked(student, second)
+    assert any("intro" in n and "source edited" in n for n in notes), notes  # without the history: accused
+    restored, notes = restore_locked(student, second, history)
+    assert notes == [], notes
+    assert _cell(restored, "intro").source == _cell(second, "intro").source  # restored from the new release
+    tampered = copy.deepcopy(student)
+    _cell(tampered, "intro").source = "I rewrote the instructions"
+    _, notes = restore_locked(tampered, second, history)
+    assert notes == ["locked cell intro: source edited (restored)"], notes
+
+
+def _cell(nb, gid):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
