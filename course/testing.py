@@ -357,11 +357,16 @@ def _value_hints(a: torch.Tensor, e: torch.Tensor, atol: float, rtol: float, nam
     if r:
         hints.append(r)
         return hints
+    scale = float(e.abs().max()) or 1.0
+    if torch.allclose(a.double(), e.double(), rtol=1e-2, atol=1e-3 * scale):
+        hints.append(f"{name} is within 1% of the expected values but not within the tolerance: computed in lower "
+                     "precision (float16/bfloat16, autocast, a .half() somewhere) or with an approximation?")
+        return hints
     if torch.allclose(a.reshape(-1).sort().values, e.reshape(-1).sort().values, **tol):
         hints.append(
             f"{name} has the right values in the wrong places: check the order of dims in your "
-            "view/reshape/transpose (e.g. split heads with x.view(B, T, nh, hs).transpose(1, 2), "
-            "not x.view(B, nh, T, hs))"
+            "view/reshape/transpose/permute: a view cannot swap dims (e.g. split heads with "
+            "x.view(B, T, nh, hs).transpose(1, 2), not x.view(B, nh, T, hs))"
         )
     return hints
 

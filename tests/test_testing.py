@@ -150,6 +150,15 @@ def test_check_close_hints_scrambled_heads():
     assert "right values in the wrong places" in msg
 
 
+def test_check_close_hints_lower_precision():
+    """A result computed in float16 is close, not scrambled: the hint says precision, not heads."""
+    q, k, _ = _qkv()
+    s = (q @ k.transpose(-2, -1)).softmax(-1)
+    bad = (q.half() @ k.half().transpose(-2, -1)).float().softmax(-1)
+    msg = _fails(check_close, bad, s, atol=1e-6, rtol=1e-6)
+    assert "lower precision" in msg and "wrong places" not in msg
+
+
 def test_check_close_reports_nan_and_zeros_and_dtype():
     ref = torch.rand(3, 4)
     bad = ref.clone()

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import course.local_attention as ref
-from autograder.checkkit import (Answers, check_every_parameter_learns, check_module_grads, drawn, load_weights, module, pair,
-                                 seed_kernel, tensor, what)
+from autograder.checkkit import (Answers, check_every_parameter_learns, check_module_grads, check_parameters, drawn,
+                                 load_weights, module, pair, seed_kernel, tensor, what)
 from autograder.trusted import RemoteObject, StudentError, check
 from course.testing import check_close, check_no_delegation, check_rows_sum_to_one, seeded
 
@@ -649,8 +649,9 @@ def _no_tampering(h) -> None:
     source = h.student_source()
     found = _patched(source)
     if found:
-        raise AssertionError(f"your code assigns an attribute of an imported module: {', '.join(found[:3])}: "
-                             f"{TAMPER}")
+        raise AssertionError(f"your code replaces part of an imported module: {', '.join(found[:3])}: a notebook "
+                             "may not patch torch or the course's modules (the checks and the memory measurement "
+                             "rely on them); define a function of your own instead")
     check_no_delegation(source, DISPATCH, forbid_dynamic=False)
 
 
@@ -734,6 +735,11 @@ def layer_values(h):
                     f"{tuple(x.shape)})"
             student = module(h, "LocalAttention2d", C_in, C_out, kernel_size=K, heads=heads, chunk=chunk,
                              state=layer.state_dict())
+            if chunk is None and K == 3:
+                check_parameters(h, student, {n: tuple(p.shape) for n, p in layer.named_parameters()},
+                                 name=f"LocalAttention2d({C_in}, {C_out}, kernel_size={K}, heads={heads})",
+                                 want="the text's: q_proj, k_proj and v_proj (1x1 convolutions without bias), "
+                                      "rel_h and rel_w")
             with torch.no_grad():
                 expected, weights = layer(x, return_weights=True)
             check_close(tensor(student(x), f"y {where}"), expected, atol=1e-5, name=f"y {where}", dims=Y_DIMS,
