@@ -260,7 +260,6 @@ def kernel_package(dest: Path, aid: str | None, package: Path | None = None) -> 
     compileall.compile_dir(str(target), quiet=1, workers=1)
     for path in [target, *target.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
-    Path(dest).chmod(0o755)
     return target
 
 

@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checks-dir", type=Path, default=None)
     a = ap.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="course-kernel-") as tmp:
+    # a private folder of the sandbox's kind (cg<pid>-*, 0700): a later grader sweeps it if this one is killed
+    from autograder.sandbox import _private_root
+
+    with tempfile.TemporaryDirectory(prefix=f"cg{os.getpid()}-", dir=_private_root()) as tmp:
         kernel_course = kernel_package(Path(tmp), a.assignment) if a.sandbox else None
         return _grade(a, kernel_course)
 
