@@ -182,7 +182,7 @@ def figures(rows: list[Row], checks: list[tuple[str, str, int, int]]) -> dict[st
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(cells) + 1.2))
     rates = [100 * sum(r.cells[c][0] >= r.cells[c][1] > 0 for r in graded if c in r.cells)
              / max(1, sum(c in r.cells for r in graded)) for c in cells]
-    ax.barh(range(len(cells)), rates, color="#55a868")
+    _bars(ax, rates)
     ax.set_yticks(range(len(cells)), cells)
     ax.invert_yaxis()
     ax.set(xlim=(0, 100), xlabel="% of graded students with full points", title="Pass rate per grade cell")
@@ -190,7 +190,7 @@ def figures(rows: list[Row], checks: list[tuple[str, str, int, int]]) -> dict[st
 
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(checks) + 1.2))
     labels = [f"{g}: {n}"[:70] for g, n, _, _ in checks]
-    ax.barh(range(len(checks)), [100 * p / max(1, t) for _, _, p, t in checks], color="#c44e52")
+    _bars(ax, [100 * p / max(1, t) for _, _, p, t in checks])
     ax.set_yticks(range(len(checks)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set(xlim=(0, 100), xlabel="% of students whose check passed", title="Pass rate per hidden check")
@@ -203,6 +203,15 @@ def figures(rows: list[Row], checks: list[tuple[str, str, int, int]]) -> dict[st
     ax.set(xlabel="seconds", ylabel="students", title="Grading time per student")
     out["grading_time.png"] = _png(fig)
     return out
+
+
+def _bars(ax, rates: list[float]) -> None:
+    """Horizontal bars of pass rates (%), coloured by how the class did (green >= 80, orange >= 50, red below),
+    each labelled with its value: the cells and checks the class struggled with stand out."""
+    colours = ["#55a868" if r >= 80 else "#dd8452" if r >= 50 else "#c44e52" for r in rates]
+    ax.barh(range(len(rates)), rates, color=colours)
+    for i, r in enumerate(rates):
+        ax.text(min(r, 88) + 1, i, f"{r:.0f}%", va="center", fontsize=8)
 
 
 def _first_index(rows: list[Row], cell: str) -> int:
