@@ -378,6 +378,23 @@ COPY_TOOLS = ("getsource", "getsourcelines", "spec_from_file_location", "exec_mo
 NOTEBOOK_DYNAMIC = ("eval", "exec", "compile", "__import__", "__builtins__")
 
 
+def _in_cells(message: str, cells: list[tuple[str, str]]) -> str:
+    """``message`` with each "line N" of the cells' joined Python named by its cell: "line n of your cell that
+    starts `...`"."""
+    starts, line = [], 1
+    for original, python in cells:
+        starts.append((line, original))
+        line += python.count("\n") + 2  # "\n\n".join
+
+    def where(m: re.Match) -> str:
+        n = int(m.group(1))
+        first, original = max((s for s in starts if s[0] <= n), default=(1, ""), key=lambda s: s[0])
+        head = next((x.strip() for x in original.splitlines() if x.strip()), "")
+        return f"line {n - first + 1} of your cell that starts `{head[:40]}`"
+
+    return re.sub(r"\bline (\d+)", where, message)
+
+
 class Answers:
     """The course's answers to one assignment, the module ``module`` of ``course`` (e.g. ``"course.seq2seq"``).
 
@@ -396,9 +413,13 @@ class Answers:
 
     def scan(self, h, cell: str) -> None:
         check_no_delegation(h.source(cell), {self.module: self.no_ref})
-        check_no_delegation(h.student_source(), {self.module: self.no_ref,
-                                                 **{name: self.copying for name in COPY_TOOLS}},
-                            forbid_dynamic=NOTEBOOK_DYNAMIC)
+        cells = h.student_cells()
+        try:
+            check_no_delegation("\n\n".join(python for _, python in cells),
+                                {self.module: self.no_ref, **{name: self.copying for name in COPY_TOOLS}},
+                                forbid_dynamic=NOTEBOOK_DYNAMIC)
+        except AssertionError as e:  # "line N" of all the student's cells joined: say which cell
+            raise AssertionError(_in_cells(str(e), cells)) from None
 
     @contextlib.contextmanager
     def forbidden(self, h, *names: str, used: Mapping[str, str] | None = None) -> Iterator[None]:

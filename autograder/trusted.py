@@ -427,14 +427,19 @@ class Handle:
                 return as_python(cell.source)
         raise KeyError(f"no cell {grade_id!r} in the notebook")
 
-    def student_source(self) -> str:
-        """Every code cell the student could edit (solution cells and added cells), as Python (:meth:`source`)."""
-        parts = []
+    def student_cells(self) -> list[tuple[str, str]]:
+        """Every code cell the student could edit (solution cells and added cells): (its source as the student
+        wrote it, as Python (:meth:`source`))."""
+        out = []
         for cell in self._nb.cells:
             md = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "code" and (md.get("solution") or not md.get("locked")):
-                parts.append(as_python(cell.source))
-        return "\n\n".join(parts)
+                out.append((cell.source, as_python(cell.source)))
+        return out
+
+    def student_source(self) -> str:
+        """:meth:`student_cells` as one Python text (each cell followed by a blank line)."""
+        return "\n\n".join(python for _, python in self.student_cells())
 
 
 @dataclass

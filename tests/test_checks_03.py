@@ -77,7 +77,8 @@ def test_a_debugging_cell_with_globals_costs_nothing():
     anywhere are still refused."""
     assert _failing(notebook=_with_cells(extra="print(sorted(globals())[:5])")) == {}
     failed = _failing(notebook=_with_cells(extra="print(eval('1 + 1'))"))
-    assert failed and all("eval" in m[0] for m in failed.values()), failed
+    assert failed and all("eval" in m[0] and "of your cell that starts `print(eval('1 + 1'))`" in m[0]
+                          for m in failed.values()), failed  # the line of that cell, not of all cells joined
 
 
 def test_ipython_syntax_in_the_students_cells_costs_nothing():
