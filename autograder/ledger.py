@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autograder.nbgrader_api import _venv_on_path
 from nbgrader.api import Gradebook, Grade, Comment, MissingEntry, Student, SubmittedAssignment, SubmittedNotebook
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, insert, select
 
@@ -91,6 +92,7 @@ class Record:
 
 
 def ensure_tables(db_url: str) -> None:
+    _venv_on_path()  # nbgrader runs `alembic` to create the gradebook: this environment's
     with Gradebook(db_url, COURSE_ID) as gb:
         METADATA.create_all(gb.engine, checkfirst=True)
 

@@ -348,3 +348,17 @@ def test_class_report(sequential, tmp_path):
                                                  "message": "your code raised NotImplementedError (in mul)"}]}}
     assert not_attempted(rows) == {"mul_test": 1}
     assert all("NotImplementedError" not in m for *_, m in failure_messages(rows)), "left as released: no mistake"
+
+
+def test_a_new_gradebook_without_the_environment_on_path(tmp_path):
+    """`.venv/bin/python -m autograder grade` in a shell where the environment is not activated: nbgrader shells
+    out to `alembic` to create the gradebook, which must be this environment's."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "new.db"
+    code = f"from autograder import ledger; ledger.ensure_tables('sqlite:///{db}')"
+    r = subprocess.run([sys.executable, "-c", code], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert db.is_file()
