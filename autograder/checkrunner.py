@@ -28,6 +28,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -80,6 +81,57 @@ def apply_verdict(cell: NotebookNode, verdict: CellVerdict) -> None:
     cell.outputs = outs
 
 
+#: Longest message of one failed check shown to the student (a cell's feedback has a few), and the most digits
+#: it shows (a message's sizes, positions and values take ~40): numbers the student's code chose cannot carry
+#: more than a few hundred digits out of a whole notebook.
+MAX_MESSAGE_CHARS = 700
+MAX_MESSAGE_DIGITS = 80
+#: Files whose words a check's message may use: the messages are written there.
+_MESSAGE_SOURCES = ("autograder/checkkit.py", "autograder/trusted.py", "autograder/delegation.py",
+                    "course/testing.py", "course/device.py")
+
+
+@functools.lru_cache(maxsize=16)
+def _vocabulary(check_file: str) -> frozenset[str]:
+    root = Path(__file__).resolve().parent.parent
+    words: set[str] = set()
+    for path in (check_file, *(str(root / f) for f in _MESSAGE_SOURCES)):
+        try:
+            words |= set(re.findall(r"[A-Za-z_]\w*", Path(path).read_text()))
+        except OSError:
+            continue
+    return frozenset(words)
+
+
+def shown(message: str, chk: Check, handle: Handle) -> str:
+    """A failed check's message as the student sees it. A check may quote what the student's code returned (a
+    parameter name, a value), and that is the student's to choose: a word that is not one of the checks' own
+    sources, of the notebook's locked cells or of PyTorch's parameter names is shown as "…", so is a run of more
+    than 12 digits and every digit past :data:`MAX_MESSAGE_DIGITS`, and the message is cut at
+    :data:`MAX_MESSAGE_CHARS`. Code of the references or hidden inputs cannot ride out on it, beyond a few
+    hundred digits per notebook (``tests/test_autograder.py``)."""
+    from autograder.trusted import _TEMPLATE_WORDS, _param_words
+
+    import inspect
+
+    code = getattr(inspect.unwrap(chk.fn), "__code__", None)
+    vocab = _vocabulary(code.co_filename if code is not None else "")
+    known = handle._known
+
+    def word(m: re.Match) -> str:
+        w = m.group(0)
+        return w if w in vocab or known.is_word(w) or w in _TEMPLATE_WORDS or w in _param_words() else "…"
+
+    budget = [MAX_MESSAGE_DIGITS]
+
+    def digits(m: re.Match) -> str:
+        budget[0] -= len(m.group(0))
+        return m.group(0) if budget[0] >= 0 and len(m.group(0)) <= 12 else "…"
+
+    text = re.sub(r"\d+", digits, re.sub(r"[A-Za-z_]\w*", word, message))
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + " …"
+
+
 @functools.lru_cache(maxsize=None)
 def reference_code() -> dict[str, tuple[str, str]]:
     """``module -> (sha, base64 of its marshalled code)`` for each reference module of ``course``
@@ -102,7 +154,9 @@ def provide_references(handle: Handle) -> None:
     """Send the reference modules the checks run in the kernel (``h.substituted``, ``h.library``,
     ``h.forbidden``), once per kernel: the ``course`` package of a sandboxed kernel lacks them
     (:func:`autograder.student_copy.kernel_package`), so that no cell of the student's can read and
-    print them into its feedback. They arrive compiled (no source text), after the last cell ran."""
+    print them into its feedback. They arrive compiled (no source text), after the last cell ran. The
+    student's code that a check calls can still read them: what it returns reaches the student only
+    through :func:`shown`."""
     code = reference_code()
     shas = {name: sha for name, (sha, _) in code.items()}
     missing = handle._request("provide", modules=shas)
@@ -191,9 +245,9 @@ class TrustedChecks:
                                         if isinstance(exc, CellTimeoutError) else
                                         "the kernel died while this check ran (os._exit, a crash or out of memory)"))
             except AssertionError as e:
-                verdict.results.append((chk.name, False, str(e) or type(e).__name__))
+                verdict.results.append((chk.name, False, shown(str(e) or type(e).__name__, chk, handle)))
             except Exception as e:  # the student's answer broke the check (wrong type, shape...)
-                verdict.results.append((chk.name, False, f"{type(e).__name__}: {e}"[:1000]))
+                verdict.results.append((chk.name, False, shown(f"{type(e).__name__}: {e}", chk, handle)))
             verdict.mirrored.append(chk.mirrors_visible)
         times.append(time.perf_counter())
         if not died:

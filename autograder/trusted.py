@@ -209,7 +209,8 @@ def _param_words() -> set[str]:
         _PARAM_WORDS = set()
         for m in (torch.nn.Linear(1, 1), torch.nn.LayerNorm(1), torch.nn.BatchNorm2d(1), torch.nn.Embedding(1, 1),
                   torch.nn.Conv2d(1, 1, 1), torch.nn.MultiheadAttention(2, 1),
-                  torch.nn.TransformerEncoderLayer(2, 1, 2), torch.nn.TransformerDecoderLayer(2, 1, 2)):
+                  torch.nn.TransformerEncoderLayer(2, 1, 2), torch.nn.TransformerDecoderLayer(2, 1, 2),
+                  torch.nn.GRU(1, 1, bidirectional=True), torch.nn.LSTM(1, 1, bidirectional=True)):
             _PARAM_WORDS.update(w for k in m.state_dict() for w in k.split(".") if not w.isdigit())
         _PARAM_WORDS.update({"Tensor", "Parameter", "Module", "NoneType", "float", "int", "str", "bool",
                              "list", "tuple", "dict", "Float", "Double", "Long", "Half", "BFloat16", "Bool",

@@ -401,3 +401,35 @@ def test_a_hidden_region_without_its_end_is_an_error_naming_the_cell():
     solution = nb.cells[_index(nb, "mul")]
     solution.source += "\n### BEGIN HIDDEN TESTS"
     HideHiddenTests().preprocess_cell(solution, {}, 4)
+
+
+def test_a_check_message_cannot_carry_what_the_students_code_chose():
+    """A check that quotes what the student's code returned (a parameter name, a value) must not hand the student
+    arbitrary text: a reviewer's notebook made load_state_dict return the marshalled reference code as an
+    "unexpected parameter", and the message carried 11 KB of it into the feedback."""
+    import base64 as b64
+    import zlib
+
+    from autograder.checkrunner import MAX_MESSAGE_CHARS, MAX_MESSAGE_DIGITS, shown
+    from autograder.trusted import Handle
+
+    import nbformat
+
+    from autograder import config as cfg
+
+    aid = "03_local_attention"
+    handle = Handle(lambda code: [], nbformat.read(cfg.repo_root() / cfg.RELEASE / aid / f"{aid}.ipynb", 4))
+    chk = load_checks(aid)["grade_layer"][1]
+    blob = b64.b64encode(zlib.compress(b"def local_attention(q, k, v): return F.unfold(k)" * 40)).decode()
+    digits = " ".join(str(123456789012 + i) for i in range(60))  # code as groups of 12 digits
+    message = (f"your LocalAttention2d has no parameter LEAKSTART {blob} 0.7797860503196716 {digits}: keep the "
+               "parameter names and shapes of the notebook")
+    out = shown(message, chk, handle)
+    assert out.startswith("your LocalAttention2d has no parameter … …")  # the checks' own words stay
+    assert out.endswith(": keep the parameter names and shapes of the notebook")
+    assert "LEAKSTART" not in out and blob[:8] not in out and "7797860503196716" not in out
+    assert sum(c.isdigit() for c in out) <= MAX_MESSAGE_DIGITS and len(out) <= MAX_MESSAGE_CHARS + 2
+    # an honest message passes unchanged
+    honest = ("naive: weights (B=1, N=1, D=2, H=1, W=4, K=3): neighbour row 1 differs (batch 0, head 0, row 0, "
+              "column 1, neighbour column 2): got 0.0169, expected 0.6316; max abs error 6.1e-01 over 22/36 elements")
+    assert shown(honest, chk, handle) == honest
