@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -110,17 +111,12 @@ def shown(message: str, chk: Check, handle: Handle) -> str:
     than 12 digits and every digit past :data:`MAX_MESSAGE_DIGITS`, and the message is cut at
     :data:`MAX_MESSAGE_CHARS`. Code of the references or hidden inputs cannot ride out on it, beyond a few
     hundred digits per notebook (``tests/test_autograder.py``)."""
-    from autograder.trusted import _TEMPLATE_WORDS, _param_words
-
-    import inspect
-
     code = getattr(inspect.unwrap(chk.fn), "__code__", None)
     vocab = _vocabulary(code.co_filename if code is not None else "")
-    known = handle._known
+    known = handle._known  # is_word: the locked cells' names, the message templates', PyTorch's parameters'
 
     def word(m: re.Match) -> str:
-        w = m.group(0)
-        return w if w in vocab or known.is_word(w) or w in _TEMPLATE_WORDS or w in _param_words() else "…"
+        return m.group(0) if m.group(0) in vocab or known.is_word(m.group(0)) else "…"
 
     budget = [MAX_MESSAGE_DIGITS]
 

@@ -285,7 +285,7 @@ def _finish(course_dir: Path, db_url: str, aid: str, job: _Job, outcome: dict, l
 
 
 def _plan(course_dir: Path, aid: str, sub: Submission, digest: str, releases: dict[str, nbformat.NotebookNode],
-          db_url: str, inputs: str) -> "tuple[_Job, dict[str, bytes]] | Result":
+          history: dict, db_url: str, inputs: str) -> "tuple[_Job, dict[str, bytes]] | Result":
     """Restore the student's notebooks and write them to ``submitted/``: the job and the
     notebooks to grade, or the row of a submission that cannot be graded (recorded already)."""
     sid = sub.student
@@ -298,7 +298,6 @@ def _plan(course_dir: Path, aid: str, sub: Submission, digest: str, releases: di
     tampered: list[str] = []
     notebooks: dict[str, bytes] = {}
     r = Result(sid)
-    history = release_history(course_dir / cfg.RELEASE / aid)
     for name, src in sub.notebooks.items():
         if src is None:
             continue
@@ -431,6 +430,7 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
         # release is also what tampered locked cells are restored from
         template, release_bytes = _release(course_dir, aid, staging, db_url)
         releases = {n: nbformat.reads(release_bytes[n].decode(), as_version=4) for n in nb_names}
+        history = release_history(course_dir / cfg.RELEASE / aid)  # what earlier releases had: not tampering
         checks = _checks_file(aid, checks_dir)
         bundle = Bundle(aid, template, _assignment_files(course_dir, aid), checks, code_hashes(checks),
                         cell_timeout or 0, student_timeout or 0, sandbox=not unsafe,
@@ -463,7 +463,7 @@ def grade(path: Path, assignment: str | None = None, *, course_dir: Path | None 
                     skipped += 1
                     continue
                 try:
-                    planned = _plan(course_dir, aid, sub, digest, releases, db_url, inputs)
+                    planned = _plan(course_dir, aid, sub, digest, releases, history, db_url, inputs)
                 except Exception as e:  # never let one student stop the others
                     planned = Result(sub.student, status="failed", message=f"{type(e).__name__}: {e}"[:300])
                 if isinstance(planned, Result):

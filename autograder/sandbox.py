@@ -107,13 +107,11 @@ class SandboxError(RuntimeError):
 
 def _ro_paths() -> list[str]:
     """Read-only folders the kernel needs: the Python installation and the course package."""
-    import course
-
     paths = {
         sys.prefix, sys.base_prefix, sys.exec_prefix,
         sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
         os.path.dirname(os.path.realpath(sys.executable)),
-        str(Path(course.__file__).resolve().parent),
+        _course_dir(),
     }
     paths = {os.path.realpath(p) for p in paths if p and os.path.exists(p)} | {p for p in paths if p and os.path.exists(p)}
     # drop paths inside others (binding a parent covers them)
@@ -121,18 +119,17 @@ def _ro_paths() -> list[str]:
     return [p for p in keep if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in keep)]
 
 
-def _course_parent() -> str:
-    """The folder the grader imported the ``course`` package from (only ``course`` itself is
-    bound there in the sandbox)."""
-    import course
-
-    return str(Path(course.__file__).resolve().parent.parent)
-
-
 def _course_dir() -> str:
+    """The folder of the ``course`` package the grader imported."""
     import course
 
     return str(Path(course.__file__).resolve().parent)
+
+
+def _course_parent() -> str:
+    """The folder the grader imported the ``course`` package from (only ``course`` itself is
+    bound there in the sandbox)."""
+    return str(Path(_course_dir()).parent)
 
 
 def workdir_files(workdir: str | os.PathLike) -> tuple[list[str], list[str]]:
