@@ -300,8 +300,13 @@ def unpool_random(h):
         expected = F.max_unpool2d(pooled, indices, k, s, output_size=size[2:])
         nearest = F.interpolate(pooled, size=size[2:], mode="nearest")
         where = f"(x {size}, kernel {k}, stride {s})"
-        with _without(h, NO_TORCH_UNPOOL, UNPOOL_OWN):
-            got = h.call("max_unpool", pooled, indices, size[2:])
+        try:
+            with _without(h, NO_TORCH_UNPOOL, UNPOOL_OWN):
+                got = h.call("max_unpool", pooled, indices, size[2:])
+        except StudentError as e:
+            raise AssertionError(f"max_unpool raised on x {where}: {e}; output_size = {size[2:]} is the size before "
+                                 "the pooling (an odd size is not twice the pooled one), and every index points into "
+                                 "a plane of that size") from None
         out = _shape(got, size, f"out {where}", "output_size = (H, W) is the size before the pooling")
         check_close(out, expected, atol=0, rtol=0, name=f"out {where}", dims=Y_DIMS,
                     likely={"nearest upsampling: each value belongs at its index only, zeros elsewhere": nearest})
