@@ -6,7 +6,7 @@
   and so do correct variants written differently (einsum over shifted copies, -1e9 instead of -inf,
   an online-softmax chunked version, ...);
 - a planted mistake fails exactly its grade cell, with a first line that names it (the full proof
-  through a sandboxed kernel is tests/mutants/03_local_attention/, run by tests/test_mutants.py);
+  through a sandboxed kernel is tests/mutants/03_local_attention/, run by tests/test_mutants_<NN>.py);
 - the course's answers reached through an alias or a subclass are refused, and so is a notebook that
   patches the memory measurement.
 """
