@@ -5,7 +5,7 @@
 - the course's answers (course/unet.py, run as if it were the notebook) pass every check, and so do
   correct variants written differently;
 - a planted mistake fails exactly its grade cell, with a first line that names it (the full proof
-  through a sandboxed kernel is tests/mutants/06_unet/, run by tests/test_mutants.py);
+  through a sandboxed kernel is tests/mutants/06_unet/, run by tests/test_mutants_<NN>.py);
 - the course's answers reached through an alias or a subclass are refused.
 """
 from __future__ import annotations
