@@ -10,8 +10,8 @@
 # Here (once):  mkdir -p .data && cp ../shared/data/cifar10-jpg.tar.gz .data/
 # Device tool:  run(command="RUNS=vit SKIP_CHECK=1 bash benchmarks/gpu_bench_04.sh", carry=[".data"], timeout_s=600)
 #               RUNS picks the runs (COURSE_04_RUNS of the notebook; keys vit_no_aug, vit_crop_flip, vit_randaugment,
-#               vit, resnet; default: all five, about 27 minutes: more than one 10-minute command). The main run alone
-#               takes about 6 minutes with data, calibration and evaluation.
+#               vit, resnet; default: all five, whose budgets add up to 25 minutes of training: more than one
+#               10-minute command). The main run alone: 5 minutes of training plus data, calibration and evaluation.
 # Back here:    merge <files_at>/results.json into benchmarks/results.json, then .venv/bin/python benchmarks/report.py
 #               (the README's tables)
 #
