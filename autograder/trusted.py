@@ -413,7 +413,8 @@ class Handle:
     def forbidden(self, *paths: str) -> Iterator[None]:
         """Within the block, the library functions at these dotted paths raise when called
         (e.g. ``"torch.nn.functional.scaled_dot_product_attention"``): a solution that
-        delegates to the reference it is graded against fails."""
+        delegates to the reference it is graded against fails. ``"aten.NAME"`` refuses the ATen
+        operator ``NAME`` itself (e.g. ``"aten.convolution"``), however Python reaches it."""
         self._request("forbid", paths=list(paths))
         try:
             yield
