@@ -76,6 +76,9 @@ def test_a_debugging_cell_with_globals_costs_nothing():
     """globals() in a cell the student added (a reviewer's correct solution lost every point for it); eval and exec
     anywhere are still refused."""
     assert _failing(notebook=_with_cells(extra="print(sorted(globals())[:5])")) == {}
+    # the same for a dynamic import there (06's reviewer: print(__import__("math").pi), importlib.reload(plots))
+    assert _failing(notebook=_with_cells(extra='import importlib\nimportlib.reload(plots)\nprint(__import__("math").pi)'
+                                         '\nprint(importlib.import_module("math").e)')) == {}
     failed = _failing(notebook=_with_cells(extra="print(eval('1 + 1'))"))
     assert failed and all("eval" in m[0] and "of your cell that starts `print(eval('1 + 1'))`" in m[0]
                           for m in failed.values()), failed  # the line of that cell, not of all cells joined
