@@ -479,12 +479,17 @@ def check_close(
         f"max abs error {max_err:.1e} over {n_bad}/{a.numel()} elements (atol={atol:g}, rtol={rtol:g})"
     )
     extra: list[str] = []
+    other_dtype = isinstance(expected, torch.Tensor) and _dtype_of(actual) != _dtype_of(expected)
+    if other_dtype:  # float32 for float64 inputs: the rounding error has no pattern for the hints below
+        extra.append(f"{name} is {_dtype_of(actual)} where {_dtype_of(expected)} was expected: create new tensors with "
+                     f"the inputs' dtype (x.new_zeros(...), torch.zeros(..., dtype=x.dtype))")
     try:
         if dims is not None and n_bad > 1:
             only = _only_these(bad, dims)
             if only:
                 extra.append(only)
-        extra += _value_hints(a, e, atol, rtol, name)
+        if not other_dtype:
+            extra += _value_hints(a, e, atol, rtol, name)
     except Exception:  # a hint must never hide the real failure
         pass
     raise CheckError(_join(msg, *extra, hint))
