@@ -72,6 +72,14 @@ def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNod
     return failed
 
 
+def test_a_cell_with_a_syntax_error_costs_its_own_part_only():
+    """A cell that does not parse never ran: the scans of all the student's cells leave it out (04's reviewer: one
+    syntax error in part 8 cost every part, "could not parse the source")."""
+    failed = _failing(notebook=_with_cells(non_local="class NonLocalBlock(nn.Module:\n    pass\n",
+                                           extra="def broken(:\n    pass\n"))
+    assert set(failed) <= {"grade_non_local"}, failed
+
+
 def test_a_debugging_cell_with_globals_costs_nothing():
     """globals() in a cell the student added (a reviewer's correct solution lost every point for it); eval and exec
     anywhere are still refused."""
