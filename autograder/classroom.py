@@ -21,6 +21,8 @@ from dataclasses import dataclass
 A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 A03 = "03_local_attention"
+A04 = "04_vit"
+A06 = "06_unet"
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Reference:
 
 
 #: Modules of ``course`` whose every public top-level definition must be listed in REFERENCES.
-REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq", "course.local_attention")
+REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq", "course.local_attention", "course.vit",
+                                      "course.unet")
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("course.seq2seq", "dot_score", A01, "part 1"),
@@ -71,6 +74,28 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("course.local_attention", "NonLocalBlock", A03, "part 5"),
     Reference("course.local_attention", "ResBlock", A03, "part 6"),
     Reference("course.local_attention", "ResNet", A03, "part 6"),
+    Reference("course.vit", "patchify", A04, "part 1"),
+    Reference("course.vit", "LinearPatchEmbedding", A04, "part 2"),
+    Reference("course.vit", "ConvPatchEmbedding", A04, "part 2"),
+    Reference("course.vit", "ViTBlock", A04, "part 3"),
+    Reference("course.vit", "ViT", A04, "part 4"),
+    Reference("course.vit", "soft_cross_entropy", A04, "part 5"),
+    Reference("course.vit", "attention_rollout", A04, "part 6"),
+    Reference("course.vit", "position_similarity", A04, "part 7"),
+    Reference("course.vit", "torchvision_block_names", None, "the name map to torchvision's ViT block, used by the visible checks"),
+    Reference("course.vit", "torchvision_names", None, "the name map to torchvision's ViT, used by the visible checks"),
+    Reference("course.vit", "load_torchvision_weights", None, "loads torchvision's ViT into the notebook's: answers nothing"),
+    Reference("course.unet", "fc_to_conv", A06, "part 1"),
+    Reference("course.unet", "conv_transpose2d_stamp", A06, "part 2"),
+    Reference("course.unet", "max_unpool", A06, "part 3"),
+    Reference("course.unet", "double_conv", None, "a helper the notebook imports (U-Net's blocks): answers nothing"),
+    Reference("course.unet", "UNet", A06, "part 4"),
+    Reference("course.unet", "bce_loss", A06, "part 5"),
+    Reference("course.unet", "soft_dice_loss", A06, "part 5"),
+    Reference("course.unet", "combined_loss", A06, "part 5"),
+    Reference("course.unet", "pixel_accuracy", A06, "part 6"),
+    Reference("course.unet", "iou", A06, "part 6"),
+    Reference("course.unet", "dice", A06, "part 6"),
 )
 
 #: Assignments whose deadline has passed: the references that answer them reach the class.

@@ -164,6 +164,21 @@ def _forbid_mode(names):
     return _Forbid()
 
 
+def _forbid_ops(names):
+    """A dispatch mode that refuses the ATen operators ``names`` (``{"convolution": "aten.convolution"}``): whatever
+    Python path reaches them (an alias saved earlier, ``torch.ops.aten``, the autograd of another op)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _ForbidOps(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            path = names.get(func.overloadpacket.__name__)
+            if path is not None:
+                raise RuntimeError(f"{path} may not be used here: this exercise is to implement it yourself")
+            return func(*args, **(kwargs or {}))
+
+    return _ForbidOps()
+
+
 def _blocked_code(fn, path):
     """A code object for ``fn`` that raises at once (same free variables, so it can replace ``fn.__code__``)."""
     free = fn.__code__.co_freevars
@@ -261,7 +276,10 @@ def handle(request_b64, ns):
             frame = {}
             SAVED.append(frame)
             torch_funcs = {}
+            aten_ops = {p.split(".", 1)[1]: p for p in req["paths"] if p.startswith("aten.")}
             for path in req["paths"]:
+                if path in aten_ops.values():
+                    continue
                 mod, _, attr = path.rpartition(".")
                 owner = _il.import_module(mod)
                 orig = getattr(owner, attr)
@@ -284,11 +302,14 @@ def handle(request_b64, ns):
                 # attribute patch above, but not torch's function dispatch
                 frame[("mode",)] = _forbid_mode(torch_funcs)
                 frame[("mode",)].__enter__()
+            if aten_ops and "torch" in _sys.modules:  # "aten.convolution": the operator itself, below every alias
+                frame[("ops",)] = _forbid_ops(aten_ops)
+                frame[("ops",)].__enter__()
             value = None
         elif op in ("restore", "restore_all"):
             while SAVED:
                 for name, old in SAVED.pop().items():
-                    if name == ("mode",):
+                    if name in (("mode",), ("ops",)):
                         old.__exit__(None, None, None)
                     elif name[0] == "code" if isinstance(name, tuple) else False:
                         old[0].__code__ = old[1]

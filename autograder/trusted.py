@@ -31,6 +31,7 @@ for review (someone tampered with the checks in their kernel, or the environment
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import importlib.util
 import re
@@ -413,7 +414,8 @@ class Handle:
     def forbidden(self, *paths: str) -> Iterator[None]:
         """Within the block, the library functions at these dotted paths raise when called
         (e.g. ``"torch.nn.functional.scaled_dot_product_attention"``): a solution that
-        delegates to the reference it is graded against fails."""
+        delegates to the reference it is graded against fails. ``"aten.NAME"`` refuses the ATen
+        operator ``NAME`` itself (e.g. ``"aten.convolution"``), however Python reaches it."""
         self._request("forbid", paths=list(paths))
         try:
             yield
@@ -429,13 +431,20 @@ class Handle:
         raise KeyError(f"no cell {grade_id!r} in the notebook")
 
     def student_cells(self) -> list[tuple[str, str]]:
-        """Every code cell the student could edit (solution cells and added cells): (its source as the student
-        wrote it, as Python (:meth:`source`))."""
+        """Every code cell the student could edit (solution cells and added cells) that Python can parse: (its
+        source as the student wrote it, as Python (:meth:`source`)). A cell with a syntax error never ran, so it
+        defines and uses nothing; it costs its own part (its names are missing), not every part a scan of all the
+        cells decides (a reviewer's notebook with one syntax error in part 8 scored 0 of 70)."""
         out = []
         for cell in self._nb.cells:
             md = cell.metadata.get("nbgrader", {})
             if cell.cell_type == "code" and (md.get("solution") or not md.get("locked")):
-                out.append((cell.source, as_python(cell.source)))
+                python = as_python(cell.source)
+                try:
+                    ast.parse(python)
+                except (SyntaxError, ValueError):
+                    continue
+                out.append((cell.source, python))
         return out
 
     def student_source(self) -> str:

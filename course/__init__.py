@@ -9,6 +9,7 @@ Every notebook imports it. Modules (one concept each):
 - :mod:`course.testing`  -- checks that say what is wrong and where
 - :mod:`course.data`     -- data sets (real loaders + synthetic stand-ins)
 - :mod:`course.nn`       -- reference blocks that later assignments build on
+- :mod:`course.vit`      -- the Vision Transformer (04's answers) and torchvision's names for it
 - :mod:`course.results`  -- benchmark metrics with hardware and torch version
 
 Submodules are imported lazily so that ``import course`` stays cheap.

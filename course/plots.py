@@ -546,3 +546,106 @@ def plot_augmentations(
     if title:
         fig.suptitle(title)
     return fig
+
+
+__all__ += ["plot_attention_overlay", "plot_position_similarity"]
+
+
+def plot_attention_overlay(
+    images: Any,
+    maps: Any,
+    labels: Any = None,
+    preds: Any = None,
+    class_names: Sequence[str] | None = None,
+    mean: Any = None,
+    std: Any = None,
+    alpha: float = 0.6,
+    cmap: str = "inferno",
+    title: str | None = None,
+) -> Figure:
+    """Images on the top row and, under each, attention maps drawn over it (e.g. a ViT's attention rollout).
+
+    Args:
+        images: ``Tensor[N, C, H, W]`` (as :func:`plot_image_grid`: uint8, or float un-normalised with
+            ``mean`` / ``std``).
+        maps: ``Tensor[N, h, w]`` (one row of overlays), or ``{row name: Tensor[N, h, w]}`` (one row each):
+            any non-negative map over the image, e.g. a patch grid (``h, w`` need not be ``H, W``: the map is
+            stretched over the image with bilinear interpolation). Each map is divided by its own maximum,
+            so the colour bar reads "share of the image's largest weight".
+        labels, preds, class_names: titles of the top row, as in :func:`plot_image_grid` (a right
+            prediction in green, a wrong one in red).
+        alpha: opacity of the maps over the grayed image.
+    """
+    x = _as_images(images, mean, std)  # (N, H, W, C) in [0, 1]
+    N, H, W = x.shape[:3]
+    rows = dict(maps) if isinstance(maps, Mapping) else {"attention": maps}
+    arrays = {}
+    for name, m in rows.items():
+        a = _to_numpy(m)
+        if a.ndim != 3 or a.shape[0] != N:
+            raise ValueError(f"maps {name!r} must be [N, h, w] with N = {N} images, got shape {tuple(a.shape)}")
+        peak = np.nanmax(a, axis=(1, 2), keepdims=True) if a.size else a
+        arrays[name] = np.nan_to_num(a / np.where(peak > 0, peak, 1.0))
+    if N == 0:
+        raise ValueError("plot_attention_overlay: no images")
+    lab = None if labels is None else _label_texts(labels, N, "labels", class_names)
+    pred = None if preds is None else _label_texts(preds, N, "preds", class_names)
+    fig = Figure(figsize=(1.6 * N + 1.2, 1.7 * (1 + len(arrays)) + 0.4 * bool(title)), layout="constrained")
+    axes = fig.subplots(1 + len(arrays), N, squeeze=False)
+    im = None
+    for i in range(N):
+        _show(axes[0, i], x[i])
+        if lab is not None and pred is not None:
+            right = lab[1][i] == pred[1][i]
+            axes[0, i].set_title(f"{lab[0][i]} / {pred[0][i]}", fontsize=8, color=_GOOD if right else _BAD)
+        elif lab is not None or pred is not None:
+            axes[0, i].set_title((lab or pred)[0][i], fontsize=8)
+        gray = x[i].mean(axis=-1)
+        for r, a in enumerate(arrays.values(), start=1):
+            ax = axes[r, i]
+            ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            im = ax.imshow(a[i], cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear",
+                           extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    for r, name in enumerate(arrays, start=1):
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    fig.colorbar(im, ax=axes[1:, :].ravel().tolist(), shrink=0.9, label="share of the image's largest weight")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_position_similarity(sim: Any, title: str | None = None, cmap: str = "viridis") -> Figure:
+    """The ViT paper's figure of learned position embeddings: a ``gh x gw`` grid of ``gh x gw`` heatmaps.
+
+    Args:
+        sim: ``Tensor[gh, gw, gh, gw]``, ``sim[r, c, r2, c2]`` the cosine similarity of the embedding of the
+            patch at grid row ``r``, column ``c`` with that of patch ``(r2, c2)``. The small map at grid
+            cell ``(r, c)`` is ``sim[r, c]``; the colour scale runs from -1 to 1, shared by all.
+    """
+    s = _to_numpy(sim)
+    if s.ndim != 4 or s.shape[:2] != s.shape[2:]:
+        raise ValueError(f"sim must be [gh, gw, gh, gw], got shape {tuple(s.shape)}")
+    gh, gw = s.shape[:2]
+    cell = min(1.0, 9.0 / max(gh, gw))
+    fig = Figure(figsize=(cell * gw + 1.6, cell * gh + 0.8 + 0.3 * bool(title)), layout="constrained")
+    axes = fig.subplots(gh, gw, squeeze=False)
+    im = None
+    for r in range(gh):
+        for c in range(gw):
+            ax = axes[r, c]
+            im = ax.imshow(s[r, c], cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == gh - 1:
+                ax.set_xlabel(str(c), fontsize=8)
+            if c == 0:
+                ax.set_ylabel(str(r), fontsize=8, rotation=0, ha="right", va="center")
+    fig.supxlabel("input patch column", fontsize=10)
+    fig.supylabel("input patch row", fontsize=10)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="cosine similarity")
+    if title:
+        fig.suptitle(title)
+    return fig

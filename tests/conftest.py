@@ -25,7 +25,7 @@ def render(fig, dpi: int = 40) -> None:
     fig.savefig(io.BytesIO(), format="png", dpi=dpi)
 
 
-#: where tests/test_mutants.py leaves each assignment's mutation report (xdist workers cannot print to the
+#: where tests/mutation.py leaves each assignment's mutation report (xdist workers cannot print to the
 #: controller's summary; the controller reads these files)
 MUTATION_REPORTS = __import__("pathlib").Path(__import__("tempfile").gettempdir()) / "course-mutation-reports"
 

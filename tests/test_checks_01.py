@@ -4,7 +4,7 @@
   visible asserts and at least one hidden check; the source keeps only pointers to them;
 - the course's answers (course/seq2seq.py, run as if it were the notebook) pass every check;
 - a planted mistake fails exactly its grade cell, with a first line that names it (the full proof
-  through a sandboxed kernel is tests/mutants/01_attention_seq2seq/, run by tests/test_mutants.py);
+  through a sandboxed kernel is tests/mutants/01_attention_seq2seq/, run by tests/test_mutants_<NN>.py);
 - the course's answers reached through an alias or a subclass are refused.
 """
 from __future__ import annotations

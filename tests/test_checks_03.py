@@ -6,7 +6,7 @@
   and so do correct variants written differently (einsum over shifted copies, -1e9 instead of -inf,
   an online-softmax chunked version, ...);
 - a planted mistake fails exactly its grade cell, with a first line that names it (the full proof
-  through a sandboxed kernel is tests/mutants/03_local_attention/, run by tests/test_mutants.py);
+  through a sandboxed kernel is tests/mutants/03_local_attention/, run by tests/test_mutants_<NN>.py);
 - the course's answers reached through an alias or a subclass are refused, and so is a notebook that
   patches the memory measurement.
 """
@@ -72,10 +72,21 @@ def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNod
     return failed
 
 
+def test_a_cell_with_a_syntax_error_costs_its_own_part_only():
+    """A cell that does not parse never ran: the scans of all the student's cells leave it out (04's reviewer: one
+    syntax error in part 8 cost every part, "could not parse the source")."""
+    failed = _failing(notebook=_with_cells(non_local="class NonLocalBlock(nn.Module:\n    pass\n",
+                                           extra="def broken(:\n    pass\n"))
+    assert set(failed) <= {"grade_non_local"}, failed
+
+
 def test_a_debugging_cell_with_globals_costs_nothing():
     """globals() in a cell the student added (a reviewer's correct solution lost every point for it); eval and exec
     anywhere are still refused."""
     assert _failing(notebook=_with_cells(extra="print(sorted(globals())[:5])")) == {}
+    # the same for a dynamic import there (06's reviewer: print(__import__("math").pi), importlib.reload(plots))
+    assert _failing(notebook=_with_cells(extra='import importlib\nimportlib.reload(plots)\nprint(__import__("math").pi)'
+                                         '\nprint(importlib.import_module("math").e)')) == {}
     failed = _failing(notebook=_with_cells(extra="print(eval('1 + 1'))"))
     assert failed and all("eval" in m[0] and "of your cell that starts `print(eval('1 + 1'))`" in m[0]
                           for m in failed.values()), failed  # the line of that cell, not of all cells joined

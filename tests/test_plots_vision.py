@@ -135,3 +135,37 @@ def test_augmentations_unnormalise_and_show_mixed_labels() -> None:
     # un-normalised with the statistics: pixels not pasted from a partner are the originals
     shown = _image_data(fig.axes[6]).transpose(2, 0, 1)
     assert np.isclose(shown, x[0].numpy() / 255, atol=1e-5).mean() > 0.3
+
+
+def test_attention_overlay_rows_scaled_and_stretched_over_the_image() -> None:
+    x = torch.randint(0, 256, (3, 3, 16, 16), dtype=torch.uint8)
+    rollout = torch.rand(3, 4, 4) * 5  # a 4 x 4 patch grid per image
+    last = torch.rand(3, 4, 4)
+    fig = plots.plot_attention_overlay(x, {"rollout": rollout, "last block": last}, labels=[0, 1, 2],
+                                       preds=[0, 2, 2], class_names=["cat", "dog", "ship"], title="maps")
+    render(fig)
+    grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(grid) == 9 and len(fig.axes) == 10  # 3 rows of 3, one colour bar
+    assert grid[0].get_title() == "cat / cat" and grid[1].get_title() == "dog / ship"
+    assert grid[3].get_ylabel() == "rollout" and grid[6].get_ylabel() == "last block"
+    over = grid[3].get_images()[1]  # the map over the grayed image, stretched to its 16 x 16 pixels
+    assert np.allclose(np.asarray(over.get_array()), (rollout[0] / rollout[0].max()).numpy())
+    assert tuple(over.get_extent()) == (-0.5, 15.5, 15.5, -0.5)
+    fig = plots.plot_attention_overlay(x, torch.zeros(3, 2, 2))  # one row; all-zero maps stay zero, no warning
+    render(fig)
+    with pytest.raises(ValueError, match=r"\[N, h, w\] with N = 3"):
+        plots.plot_attention_overlay(x, torch.rand(2, 4, 4))
+
+
+def test_position_similarity_grid_of_heatmaps() -> None:
+    gh, gw = 2, 3
+    sim = torch.rand(gh, gw, gh, gw) * 2 - 1
+    fig = plots.plot_position_similarity(sim, title="positions")
+    render(fig)
+    grid = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(grid) == gh * gw and len(fig.axes) == gh * gw + 1
+    assert np.allclose(_image_data(grid[1 * gw + 2]), sim[1, 2].numpy())  # cell (1, 2) shows sim[1, 2]
+    assert grid[0].get_images()[0].get_clim() == (-1.0, 1.0)
+    assert grid[gw].get_ylabel() == "1" and grid[gh * gw - 1].get_xlabel() == "2"
+    with pytest.raises(ValueError, match=r"\[gh, gw, gh, gw\]"):
+        plots.plot_position_similarity(torch.rand(4, 4))

@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 A03 = "03_local_attention"
+A04 = "04_vit"
+A06 = "06_unet"
 AIDS = release.assignments(ROOT)
 #: site-packages of this environment: a `python -S` child gets torch & co. from it, without the .pth
 #: files that make this repository's own `course` and `autograder` importable (editable install).
@@ -51,6 +53,12 @@ ANSWERS_01 = {"dot_score", "scaled_dot_score", "general_score", "additive_score"
 #: What 03's open copy must not hold: course.local_attention, every definition of which answers 03.
 ANSWERS_03 = {"local_attention_naive", "local_attention", "local_attention_chunked", "LocalAttention2d", "NonLocalBlock",
               "ResBlock", "ResNet"}
+#: What 04's open copy must not hold: course.vit's answers (its adapters to torchvision's names ship).
+ANSWERS_04 = {"patchify", "LinearPatchEmbedding", "ConvPatchEmbedding", "ViTBlock", "ViT", "soft_cross_entropy",
+              "attention_rollout", "position_similarity"}
+#: What 06's open copy must not hold: course.unet's answers (double_conv, a helper its notebook imports, ships).
+ANSWERS_06 = {"fc_to_conv", "conv_transpose2d_stamp", "max_unpool", "UNet", "bce_loss", "soft_dice_loss",
+              "combined_loss", "pixel_accuracy", "iou", "dice"}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +99,7 @@ def test_copy_holds_what_students_need_and_nothing_else(copy):
     theirs = {p.relative_to(copy / "course") for p in (copy / "course").rglob("*.py")}
     assert ours == theirs
     changed = {str(p) for p in ours if (ROOT / "course" / p).read_bytes() != (copy / "course" / p).read_bytes()}
-    assert changed == {"nn.py", "seq2seq.py", "local_attention.py"}
+    assert changed == {"nn.py", "seq2seq.py", "local_attention.py", "vit.py", "unet.py"}
     assert sc.check_copy(copy, ROOT, AIDS) == []
 
 
@@ -208,9 +216,11 @@ def test_a_cell_that_does_not_parse_is_a_finding(tmp_path):
 def test_declaration_withholds_02s_references_while_it_is_open():
     assert sc.withheld(ROOT) == {"course.nn": dict.fromkeys(ANSWERS_02, A02),
                                  "course.seq2seq": dict.fromkeys(ANSWERS_01, A01),
-                                 "course.local_attention": dict.fromkeys(ANSWERS_03, A03)}
-    assert sc.withheld(ROOT, closed=[A02, A03]) == {"course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
-    assert sc.withheld(ROOT, closed=[A01, A02, A03]) == {}
+                                 "course.local_attention": dict.fromkeys(ANSWERS_03, A03),
+                                 "course.vit": dict.fromkeys(ANSWERS_04, A04),
+                                 "course.unet": dict.fromkeys(ANSWERS_06, A06)}
+    assert sc.withheld(ROOT, closed=[A02, A03, A04, A06]) == {"course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
+    assert sc.withheld(ROOT, closed=[A01, A02, A03, A04, A06]) == {}
 
 
 def test_an_undeclared_reference_or_an_unknown_assignment_stops_the_build(monkeypatch, tmp_path):
@@ -342,7 +352,7 @@ print("ran on the copy's course alone")'''
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aid", [A01, A02, A03])
+@pytest.mark.parametrize("aid", [A01, A02, A03, A04, A06])
 def test_released_notebook_runs_in_the_copy_with_the_solutions(aid, copy, tmp_path, monkeypatch):
     """Each release from the copy, solution cells filled from source/, runs top to bottom in the quick
     profile in a kernel (python -S) that imports only the copy's course, where the references that answer

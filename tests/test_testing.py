@@ -159,6 +159,14 @@ def test_check_close_hints_lower_precision():
     assert "lower precision" in msg and "wrong places" not in msg
 
 
+def test_check_close_names_a_result_of_another_float_dtype():
+    """float32 work on float64 inputs (a buffer made with torch.zeros): the message says so, not "a constant offset"
+    (06's reviewer: "got -4.388, expected -4.388" and nothing else)."""
+    x = torch.randn(3, 4, dtype=torch.float64)
+    msg = _fails(check_close, x.float(), x, atol=1e-10, rtol=1e-8, name="out")
+    assert "out is torch.float32 where torch.float64 was expected" in msg and "offset" not in msg
+
+
 def test_check_close_reports_nan_and_zeros_and_dtype():
     ref = torch.rand(3, 4)
     bad = ref.clone()

@@ -86,6 +86,31 @@ def test_forbidden_catches_aliases_taken_earlier(kernel):
     assert request("call", name="attn", args=[q, q, q])["ok"]
 
 
+def test_a_forbidden_aten_operator_is_refused_however_python_reaches_it(kernel):
+    """A transposed convolution "by stamping" that calls the operator under another name (a reviewer's
+    torch.convolution(..., transposed=True), torch.ops.aten, the autograd of a convolution, an alias saved under
+    DisableTorchFunction) kept its points while only F.conv_transpose2d was forbidden by name."""
+    ns, request = kernel
+    exec("import torch\nimport torch.nn.functional as F\n_saved = F.conv_transpose2d\n"
+         "def by_name(x, w):\n    return torch.convolution(x, w, None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1)\n"
+         "def by_aten(x, w):\n    return torch.ops.aten.convolution.default(x, w, None, [2, 2], [0, 0], [1, 1], True,"
+         " [0, 0], 1)\n"
+         "def by_grad(x, w):\n    return torch.nn.grad.conv2d_input((1, 2, 6, 6), w, x, stride=2)\n"
+         "def saved(x, w):\n    with torch._C.DisableTorchFunction():\n        return _saved(x, w, stride=2)\n"
+         "def einsum(x, w):\n    return torch.einsum('bchw,cokl->bohkwl', x, w)\n", ns)
+    x, w = torch.randn(1, 3, 3, 3), torch.randn(3, 2, 2, 2)
+    names = ("by_name", "by_aten", "by_grad", "saved")
+    assert all(request("call", name=n, args=[x, w])["ok"] for n in names + ("einsum",))
+    request("forbid", paths=["torch.nn.functional.conv_transpose2d", "aten.convolution", "aten.convolution_backward"])
+    for n in names:
+        r = request("call", name=n, args=[x, w])
+        assert not r["ok"] and "aten.convolution" in r["error"]["message"] and "may not be used" in \
+            r["error"]["message"], (n, r)
+    assert request("call", name="einsum", args=[x, w])["ok"]  # the other operators still run
+    request("restore")
+    assert all(request("call", name=n, args=[x, w])["ok"] for n in names)
+
+
 def test_forbidden_python_functions_raise_through_aliases_subclasses_and_decorators(kernel):
     """A course reference forbidden while graded: an alias taken in another cell, a subclass and a
     decorated function all run the same function objects, whose code raises until restored."""

@@ -1,0 +1,22 @@
+# mutant: accuracy over the whole batch: one number
+# fails: grade_metrics
+# hint: one score per image|shape
+# %% metrics
+def pixel_accuracy(pred: Tensor, target: Tensor) -> Tensor:
+    """The fraction of pixels where ``pred`` equals ``target``, per image: ``[B, ...] -> [B]``."""
+    p, t = pred.flatten(1).bool(), target.flatten(1).bool()
+    return (p == t).float().mean()
+
+
+def iou(pred: Tensor, target: Tensor) -> Tensor:
+    """``|P & T| / |P | T|`` per image, 1 where both are empty: ``[B, ...] -> [B]``."""
+    p, t = pred.flatten(1).bool(), target.flatten(1).bool()
+    inter, union = (p & t).sum(1).float(), (p | t).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+
+
+def dice(pred: Tensor, target: Tensor) -> Tensor:
+    """``2 |P & T| / (|P| + |T|)`` per image, 1 where both are empty: ``[B, ...] -> [B]``."""
+    p, t = pred.flatten(1).bool(), target.flatten(1).bool()
+    inter, total = (p & t).sum(1).float(), (p.sum(1) + t.sum(1)).float()
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))

@@ -1,0 +1,12 @@
+# mutant: F.max_unpool2d called
+# fails: grade_max_unpool
+# hint: max_unpool2d
+# %% max_unpool
+def max_unpool(x: Tensor, indices: Tensor, output_size: tuple[int, int]) -> Tensor:
+    """``F.max_unpool2d``: ``x, indices [B, C, h, w]`` -> ``[B, C, H, W]``, each value at its index in its plane."""
+    B, C = x.shape[:2]
+    H, W = output_size
+    return F.max_unpool2d(x, indices, 2, output_size=(H, W))
+    out = x.new_zeros(B, C, H * W)
+    out.scatter_(2, indices.flatten(2), x.flatten(2))
+    return out.view(B, C, H, W)
