@@ -72,3 +72,27 @@ def namespace(source: str, **extra: Any) -> dict:
     exec(compile(source, "<notebook>", "exec"), ns)
     ns.update(extra)
     return ns
+
+
+def grade_cells(notebook: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """The notebook's locked grade cells (code, graded, not a solution), by grade id."""
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in notebook.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+            and not c.metadata["nbgrader"].get("solution")}
+
+
+def failing(aid: str, reference: str, notebook: nbformat.NotebookNode, patches=(), extra: str = "",
+            **names: Any) -> dict[str, list[str]]:
+    """The checks of ``aid`` run on ``reference`` (a module's source, run as if it were the notebook) with
+    ``patches`` (old, new) applied once each and ``extra`` appended: grade id -> the first line of each failed
+    check's message."""
+    source = reference
+    for old, new in patches:
+        assert source.count(old) == 1, f"patch does not apply: {old!r}"
+        source = source.replace(old, new)
+    ns = namespace(source + "\n" + extra, **names)
+    failed: dict[str, list[str]] = {}
+    for (gid, _), outcome in run_checks(aid, ns, notebook).items():
+        if outcome != "ok":  # the first line of each failed check's message
+            failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
+    return failed

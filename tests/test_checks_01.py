@@ -18,7 +18,7 @@ import pytest
 import course.seq2seq
 from autograder.trusted import load_checks
 from course.testing import TableModel
-from tests.inprocess import namespace, run_checks
+from tests.inprocess import failing, grade_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 AID = "01_attention_seq2seq"
@@ -27,23 +27,12 @@ REFERENCE = (ROOT / "course" / "seq2seq.py").read_text()
 
 
 def _grade_cells() -> dict[str, nbformat.NotebookNode]:
-    return {c.metadata["nbgrader"]["grade_id"]: c for c in NOTEBOOK.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")}
+    return grade_cells(NOTEBOOK)
 
 
 def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNode | None = None,
              **names) -> dict[str, list[str]]:
-    source = REFERENCE
-    for old, new in patches:
-        assert source.count(old) == 1, f"patch does not apply: {old!r}"
-        source = source.replace(old, new)
-    ns = namespace(source, TableModel=TableModel, **names)
-    failed: dict[str, list[str]] = {}
-    for (gid, _), outcome in run_checks(AID, ns, notebook or NOTEBOOK).items():
-        if outcome != "ok":  # the first line of each failed check's message
-            failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
-    return failed
+    return failing(AID, REFERENCE, notebook or NOTEBOOK, patches, TableModel=TableModel, **names)
 
 
 def test_checks_cover_the_grade_cells_one_to_one():

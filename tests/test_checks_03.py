@@ -22,7 +22,7 @@ import torch
 
 import course.local_attention
 from autograder.trusted import load_checks
-from tests.inprocess import namespace, run_checks
+from tests.inprocess import failing, grade_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 AID = "03_local_attention"
@@ -41,9 +41,7 @@ def _one_thread():
 
 
 def _grade_cells() -> dict[str, nbformat.NotebookNode]:
-    return {c.metadata["nbgrader"]["grade_id"]: c for c in NOTEBOOK.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")}
+    return grade_cells(NOTEBOOK)
 
 
 def _with_cells(**cells: str) -> nbformat.NotebookNode:
@@ -60,16 +58,7 @@ def _with_cells(**cells: str) -> nbformat.NotebookNode:
 
 def _failing(patches: list[tuple[str, str]] = (), notebook: nbformat.NotebookNode | None = None,
              extra: str = "", **names) -> dict[str, list[str]]:
-    source = REFERENCE
-    for old, new in patches:
-        assert source.count(old) == 1, f"patch does not apply: {old!r}"
-        source = source.replace(old, new)
-    ns = namespace(source + "\n" + extra, **names)
-    failed: dict[str, list[str]] = {}
-    for (gid, _), outcome in run_checks(AID, ns, notebook or NOTEBOOK).items():
-        if outcome != "ok":  # the first line of each failed check's message
-            failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
-    return failed
+    return failing(AID, REFERENCE, notebook or NOTEBOOK, patches, extra, **names)
 
 
 def test_a_cell_with_a_syntax_error_costs_its_own_part_only():
