@@ -20,7 +20,7 @@ import torch
 
 import course.swin
 from autograder.trusted import load_checks
-from tests.inprocess import namespace, run_checks
+from tests.inprocess import failing, grade_cells
 
 ROOT = Path(__file__).resolve().parent.parent
 AID = "05_swin"
@@ -37,22 +37,11 @@ def _one_thread():
 
 
 def _grade_cells() -> dict[str, nbformat.NotebookNode]:
-    return {c.metadata["nbgrader"]["grade_id"]: c for c in NOTEBOOK.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")}
+    return grade_cells(NOTEBOOK)
 
 
 def _failing(patches: list[tuple[str, str]] = (), extra: str = "", **names) -> dict[str, list[str]]:
-    source = REFERENCE
-    for old, new in patches:
-        assert source.count(old) == 1, f"patch does not apply: {old!r}"
-        source = source.replace(old, new)
-    ns = namespace(source + "\n" + extra, **names)
-    failed: dict[str, list[str]] = {}
-    for (gid, _), outcome in run_checks(AID, ns, NOTEBOOK).items():
-        if outcome != "ok":
-            failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
-    return failed
+    return failing(AID, REFERENCE, NOTEBOOK, patches, extra, **names)
 
 
 def test_checks_cover_the_grade_cells_one_to_one():
@@ -151,8 +140,8 @@ def test_torchvisions_patch_merging_is_refused():
 
 def test_each_grade_cell_checks_in_under_two_seconds():
     import time
-    from tests.inprocess import namespace as ns_of
-    ns = ns_of(REFERENCE)
+    from tests.inprocess import namespace, run_checks
+    ns = namespace(REFERENCE)
     t0 = time.perf_counter()
     run_checks(AID, ns, NOTEBOOK)
     assert (time.perf_counter() - t0) / len(_grade_cells()) < 2.0
