@@ -88,6 +88,18 @@ def _raises(h, name: str, call: str, *args, why: str) -> None:
         raise AssertionError(f"{call} should raise a ValueError ({why})")
 
 
+def _drawn_linears(m: nn.Module) -> nn.Module:
+    """Linear weights of unit gain (N(0, 1/fan_in)), biases random: torchvision's initial weights (std 0.02) make
+    a block nearly the identity, where a misplaced shift changes the output by less than the tolerance."""
+    with torch.no_grad():
+        for layer in m.modules():
+            if isinstance(layer, nn.Linear):
+                layer.weight.normal_(0.0, layer.in_features ** -0.5)
+                if layer.bias is not None:
+                    layer.bias.normal_(0.0, 0.1)
+    return m
+
+
 def _drawn_norms(m: nn.Module) -> nn.Module:
     """LayerNorms with random scales and shifts, biases random: the defaults (1, 0) would hide a misplaced norm."""
     with torch.no_grad():
@@ -324,6 +336,9 @@ def _attention_mistakes(x: torch.Tensor, w: dict, M: int, heads: int, shift: int
         found["the map rolled by +shift first (and back by -shift): roll by -shift, then back"] = torch.roll(
             _tv(torch.roll(x, (2 * shift, 2 * shift), (1, 2)), w, M, heads, shift), (-2 * shift, -2 * shift), (1, 2))
         found["no shift at all"] = _tv(x, w, M, heads, 0)
+    if shift and (H <= M) != (W <= M):
+        found["no shift along either axis: only an axis no larger than the window is left unshifted, the other "
+              "one still shifts"] = _tv(x, w, M, heads, 0)
     return found
 
 
@@ -347,12 +362,13 @@ def attention_visible(h):
 ATTN_CASES = [  # B, H, W, C, M, heads, shift, biases: sizes not divisible by the window, a map of one window, no biases
     (2, 8, 8, 8, 4, 2, 2, True), (1, 9, 6, 12, 4, 3, 2, True), (2, 4, 4, 8, 4, 2, 2, True),
     (1, 12, 8, 8, 4, 2, 0, False), (1, 10, 14, 6, 3, 2, 1, True), (2, 5, 5, 4, 2, 1, 1, True),
-    (1, 7, 7, 16, 7, 4, 3, False), (1, 12, 16, 8, 4, 4, 2, True)]
+    (1, 7, 7, 16, 7, 4, 3, False), (1, 12, 16, 8, 4, 4, 2, True),
+    (1, 4, 12, 8, 4, 2, 2, True), (1, 10, 3, 6, 3, 2, 1, True)]  # one axis no larger than the window: only the other shifts
 
 
 @check("grade_window_attention", "equals torchvision's shifted_window_attention (the same weights, dropout 0) on "
                                  "random sizes: maps not divisible by the window (padding), a map of one window (no "
-                                 "shift), 1 to 4 heads, windows of 2 to 7, without biases; gradients reach x and "
+                                 "shift), maps one window high or wide (only the other axis shifts), 1 to 4 heads, windows of 2 to 7, without biases; gradients reach x and "
                                  "the bias table; no course.swin")
 @owns("shifted_window_attention")
 def attention_random(h):
@@ -502,6 +518,9 @@ def _tv_swin(depths: tuple, heads: tuple, dim: int = 16, classes: int = 10) -> n
                          num_classes=classes).eval()
     with torch.no_grad():
         _notebook_norms(tv)
+        for m in tv.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0, m.in_features ** -0.5)
         tv.head.bias.normal_(0, 0.3)
     return tv
 
@@ -556,12 +575,12 @@ SWIN_CASES = [((2, 2), (2, 4), 16, 10, (2, 16, 16)), ((2, 2, 2), (2, 2, 4), 16, 
 
 @check("grade_swin", "SwinBlock equals torchvision's SwinTransformerBlock (the same weights, dropout and stochastic "
                      "depth 0) shifted and not, on maps not divisible by the window; the parameters of the notebook's "
-                     "names; no course.swin")
+                     "names; dropout off in eval mode and on in training mode; no course.swin")
 @owns("SwinBlock")
 def swin_block(h):
     cases = drawn(601, len(BLOCK_CASES), lambda t: (
-        _drawn_norms(TorchvisionBlock(BLOCK_CASES[t][0], BLOCK_CASES[t][1], [BLOCK_CASES[t][2]] * 2,
-                                      [BLOCK_CASES[t][3]] * 2, stochastic_depth_prob=0.0)).eval(),
+        _drawn_norms(_drawn_linears(TorchvisionBlock(BLOCK_CASES[t][0], BLOCK_CASES[t][1], [BLOCK_CASES[t][2]] * 2,
+                                                     [BLOCK_CASES[t][3]] * 2, stochastic_depth_prob=0.0))).eval(),
         torch.randn(*BLOCK_CASES[t][4], BLOCK_CASES[t][0])))
     with torch.no_grad():
         runs = [(tv, x, tv(x), _block_mistakes(tv, x)) for tv, x in cases]
@@ -576,6 +595,21 @@ def swin_block(h):
             load_weights(student, {k: v for k, v in tv.state_dict().items() if not k.endswith("position_index")},
                          "SwinBlock")
             check_close(tensor(student(x), where), expected, atol=1e-5, rtol=1e-4, dims=MAP_DIMS, likely=likely, name=where + " vs torchvision's SwinTransformerBlock")
+        # dropout: off in eval mode (the same output as without), on in training mode (two calls differ)
+        (C, heads, M, shift, _), (tv, x, expected, _) = BLOCK_CASES[0], runs[0]
+        where = f"SwinBlock({C}, {heads}, {M}, {shift}, dropout=0.5)"
+        student = h.construct("SwinBlock", C, heads, M, shift, 4.0, 0.5)
+        load_weights(student, {k: v for k, v in tv.state_dict().items() if not k.endswith("position_index")},
+                     "SwinBlock")
+        student.eval()
+        check_close(tensor(student(x), where), expected, atol=1e-5, rtol=1e-4, dims=MAP_DIMS,
+                    name=where + " in eval mode vs torchvision's (dropout is off in eval mode: nn.Dropout, or "
+                                 "F.dropout(..., training=self.training))")
+        student.train()
+        first, second = tensor(student(x), where), tensor(student(x), where)
+        if torch.equal(first, second):
+            raise AssertionError(f"{where} in training mode gives the same output twice: the dropout argument is not "
+                                 "used (mlp = Sequential(Linear, GELU, Dropout(dropout), Linear, Dropout(dropout)))")
     _no_reference(h, "swin")
 
 
@@ -584,7 +618,7 @@ def swin_block(h):
                      "the window), the blocks alternating shift 0 and M // 2; no course.swin")
 @owns("Swin", "SwinBlock")
 def swin_network(h):
-    cases = drawn(611, len(SWIN_CASES), lambda t: (_drawn_norms(_tv_swin(*SWIN_CASES[t][:4])),
+    cases = drawn(611, len(SWIN_CASES), lambda t: (_drawn_norms(_drawn_linears(_tv_swin(*SWIN_CASES[t][:4]))),
                                                    torch.randn(SWIN_CASES[t][4][0], 3, *SWIN_CASES[t][4][1:])))
     with torch.no_grad():
         runs = [(tv, x, tv(x)) for tv, x in cases]
@@ -597,4 +631,11 @@ def swin_network(h):
                         name=where + " vs torchvision's SwinTransformer",
                         hint="patch_embed, patch_norm, stages and merges in turn (shift 0 and M // 2 alternating), "
                              "norm, mean over positions, head")
+        (depths, heads, dim, classes, _), (tv, x, expected) = SWIN_CASES[0], runs[0]
+        where = f"Swin(2, 3, {classes}, {dim}, {depths}, {heads}, 4, dropout=0.5) in eval mode"
+        student = h.construct("Swin", 2, 3, classes, dim, depths, heads, 4, 4.0, 0.5)
+        load_weights(student, _swin_state(tv, depths), "Swin")
+        student.eval()
+        check_close(tensor(student(x), where), expected, atol=1e-4, rtol=1e-4, dims=("batch", "class"),
+                    name=where + " vs torchvision's (dropout is off in eval mode)")
     _no_reference(h, "swin")
