@@ -373,6 +373,13 @@ COPY_TOOLS = ("getsource", "getsourcelines", "spec_from_file_location", "exec_mo
               "FunctionType", "CodeType", "__code__", "marshal", "runpy", "run_path")
 
 
+#: What runs the student's code while the checks run, outside the calls they make, or reaches the grading agent:
+#: a thread, a signal handler or a trace hook can undo what the checks set up in the kernel (a reviewer's
+#: background thread replaced the agent's request handler and took full marks by calling torchvision's Swin).
+#: No exercise needs them; any cell of the student's that names one loses every graded part.
+ASYNC_TOOLS = ("threading", "_thread", "concurrent.futures", "signal.signal", "settrace", "setprofile", "addaudithook",
+               "_current_frames", "gc.callbacks", "_course_grader_agent", "ctypes")
+
 #: The dynamic code refused anywhere in the notebook. In the solution cells also ``globals``, ``__import__`` and
 #: ``importlib``, which a debugging cell may well use (``print(globals())``, ``importlib.reload(plots)``: reviewers'
 #: correct notebooks lost every point for them); a dynamic import in another cell gains nothing: the kernel's
@@ -409,17 +416,24 @@ class Answers:
     """
 
     def __init__(self, module: str) -> None:
+        from autograder.classroom import REFERENCES
+
         self.module = module
         self.no_ref = f"{module} holds the course's answers: write this part yourself"
         self.copying = f"it copies or re-runs code of the course ({module} holds the answers): write this part yourself"
+        self.running = ("it runs code beside the checks or reaches the grader (threads, signal handlers, trace "
+                        "hooks): no exercise needs it; remove it")
+        #: the module's names that answer nothing (adapters that ship to students): a cell may import and use them
+        self.allowed = tuple(f"{module}.{r.name}" for r in REFERENCES if r.module == module and r.answers is None)
 
     def scan(self, h, cell: str) -> None:
-        check_no_delegation(h.source(cell), {self.module: self.no_ref})
+        check_no_delegation(h.source(cell), {self.module: self.no_ref}, allowed=self.allowed)
         cells = h.student_cells()
         try:
             check_no_delegation("\n\n".join(python for _, python in cells),
-                                {self.module: self.no_ref, **{name: self.copying for name in COPY_TOOLS}},
-                                forbid_dynamic=NOTEBOOK_DYNAMIC)
+                                {self.module: self.no_ref, **{name: self.copying for name in COPY_TOOLS},
+                                 **{name: self.running for name in ASYNC_TOOLS}},
+                                forbid_dynamic=NOTEBOOK_DYNAMIC, allowed=self.allowed)
         except AssertionError as e:  # "line N" of all the student's cells joined: say which cell
             raise AssertionError(_in_cells(str(e), cells)) from None
 

@@ -22,6 +22,7 @@ A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 A03 = "03_local_attention"
 A04 = "04_vit"
+A05 = "05_swin"
 A06 = "06_unet"
 
 
@@ -35,7 +36,7 @@ class Reference:
 
 #: Modules of ``course`` whose every public top-level definition must be listed in REFERENCES.
 REFERENCE_MODULES: tuple[str, ...] = ("course.nn", "course.seq2seq", "course.local_attention", "course.vit",
-                                      "course.unet")
+                                      "course.swin", "course.unet")
 
 REFERENCES: tuple[Reference, ...] = (
     Reference("course.seq2seq", "dot_score", A01, "part 1"),
@@ -85,6 +86,17 @@ REFERENCES: tuple[Reference, ...] = (
     Reference("course.vit", "torchvision_block_names", None, "the name map to torchvision's ViT block, used by the visible checks"),
     Reference("course.vit", "torchvision_names", None, "the name map to torchvision's ViT, used by the visible checks"),
     Reference("course.vit", "load_torchvision_weights", None, "loads torchvision's ViT into the notebook's: answers nothing"),
+    Reference("course.swin", "window_partition", A05, "part 1"),
+    Reference("course.swin", "window_reverse", A05, "part 1"),
+    Reference("course.swin", "relative_position_index", A05, "part 2"),
+    Reference("course.swin", "shift_mask", A05, "part 3"),
+    Reference("course.swin", "shifted_window_attention", A05, "part 4"),
+    Reference("course.swin", "ShiftedWindowAttention", A05, "part 4: the layer around shifted_window_attention"),
+    Reference("course.swin", "PatchMerging", A05, "part 5"),
+    Reference("course.swin", "SwinBlock", A05, "part 6"),
+    Reference("course.swin", "Swin", A05, "part 6"),
+    Reference("course.swin", "torchvision_names", None, "the name map to torchvision's Swin, used by the visible checks"),
+    Reference("course.swin", "load_torchvision_weights", None, "loads torchvision's Swin into the notebook's: answers nothing"),
     Reference("course.unet", "fc_to_conv", A06, "part 1"),
     Reference("course.unet", "conv_transpose2d_stamp", A06, "part 2"),
     Reference("course.unet", "max_unpool", A06, "part 3"),

@@ -215,6 +215,27 @@ def _write_files(course_dir: Path, aid: str, sid: str, files: dict[str, bytes]) 
         dest.write_bytes(data)
 
 
+def disagreements(verdicts: dict) -> list[str]:
+    """The grade cells (ids, sorted) whose own visible asserts and their trusted mirror disagree in a way that
+    needs a person: ``verdicts`` is the checks' report, grade id -> verdict dict, in notebook order.
+
+    While grading, the kernel runs the notebook without the course's references (they are withheld from it), so a
+    grade cell that grades one part with the references of the earlier ones runs the student's own earlier parts
+    there: after a mistake in part 1, part 3's visible asserts may fail in the kernel while its trusted mirror, run
+    with the references, passes. That is the mistake of part 1, already scored, not tampering. Flagged: a cell
+    whose asserts passed in the kernel while the mirror failed (the direction tampering takes), and one whose
+    asserts failed in the kernel while the mirror passed although every earlier grade cell passed its checks."""
+    flagged = []
+    earlier_ok = True
+    for gid, v in verdicts.items():
+        if not isinstance(v, dict):
+            continue
+        if v.get("disagrees") and (v.get("in_kernel_ok") or earlier_ok):
+            flagged.append(gid)
+        earlier_ok = earlier_ok and bool(v.get("passed"))
+    return sorted(flagged)
+
+
 def _record(aid: str, r: Result, digest: str, inputs: str, host: str = "", verdicts: dict | None = None):
     return ledger.Record(aid, r.student, digest, inputs, r.status, r.review, r.message, r.seconds, host,
                          time.time(), verdicts)
@@ -267,7 +288,7 @@ def _finish(course_dir: Path, db_url: str, aid: str, job: _Job, outcome: dict, l
     if job.tampered:
         more = f"; and {len(job.tampered) - _MAX_NOTES} more" if len(job.tampered) > _MAX_NOTES else ""
         reasons.append("restored from the release: " + "; ".join(job.tampered[:_MAX_NOTES]) + more)
-    disagree = sorted(g for g, v in verdicts.items() if isinstance(v, dict) and v.get("disagrees"))
+    disagree = disagreements(verdicts)
     if disagree:
         reasons.append("notebook and trusted checks disagree on " + ", ".join(disagree))
     active = [n for n in _sanitized_notes(course_dir / "autograded" / sid / aid, sub.notebooks)

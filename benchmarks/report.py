@@ -35,6 +35,7 @@ HEADLINE = {
     "02_transformer_blocks": ("bleu_test2016", "BLEU, Multi30k test 2016, greedy (sacrebleu)", "≥ 37 within 5 min"),
     "03_local_attention": ("test_acc", "CIFAR-10 test accuracy (%)", ""),
     "04_vit": ("test_acc", "CIFAR-10 test accuracy (%)", ""),
+    "05_swin": ("test_acc", "CIFAR-10 test accuracy (%)", ""),
     "06_unet": ("val_dice", "ISBI 2012 validation membrane Dice (6 slices)", ""),
 }
 #: Targets that depend on the model of a row (``metrics["model"]``), where one notebook trains several.
@@ -42,6 +43,7 @@ MODEL_TARGETS = {
     ("03_local_attention", "conv"): "≥ 93 within 2 min (full)",
     ("03_local_attention", "attention"): "≥ 90 within 10 min (full)",
     ("04_vit", "vit"): "≥ 88 within 5 min (full)",
+    ("05_swin", "swin"): "≥ 88 within 5 min (full)",
     ("06_unet", "unet"): "≥ 0.85 within 5 min (full), above no skips",
     ("06_unet", "unet + TTA"): "≥ 0.85 within 5 min (full)",
 }

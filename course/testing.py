@@ -785,7 +785,9 @@ def _resolve_module_name(obj: Any) -> str | None:
     return None
 
 
-def _match(dotted: str, forbidden: Mapping[str, str], bare_ok: bool) -> str | None:
+def _match(dotted: str, forbidden: Mapping[str, str], bare_ok: bool, allowed: Collection[str] = ()) -> str | None:
+    if any(dotted == a or dotted.startswith(a + ".") for a in allowed):
+        return None
     parts = dotted.split(".")
     for key in forbidden:
         if "." in key:
@@ -854,6 +856,7 @@ def check_no_delegation(
     *,
     forbid_dynamic: bool | Collection[str] = True,
     follow: bool = True,
+    allowed: Collection[str] = (),
 ) -> None:
     """Fail if the code of ``obj_or_source`` uses any name in ``forbidden``.
 
@@ -868,11 +871,14 @@ def check_no_delegation(
     ``"import_module"`` for the attribute).
     With ``follow``, user-defined functions and classes that the code calls (from the same
     module / notebook) are checked as well; the object's own methods and the student's
-    own functions that happen to share a forbidden name are allowed.
+    own functions that happen to share a forbidden name are allowed. ``allowed`` names dotted paths under a
+    forbidden one that may be used (``course.swin.load_torchvision_weights``, an adapter that answers nothing);
+    a plain ``import`` of a module that holds allowed names is then allowed too, each use of the module being
+    checked on its own. The text of ``print(...)`` and of f-strings is prose, not a name looked up.
     """
     seen: set[int] = set()
     hits: list[str] = []
-    _scan(obj_or_source, forbidden, forbid_dynamic, follow, seen, hits)
+    _scan(obj_or_source, forbidden, forbid_dynamic, follow, seen, hits, tuple(allowed))
     if hits:
         shown = hits[:6] + ([f"... and {len(hits) - 6} more"] if len(hits) > 6 else [])
         raise CheckError("\n".join(shown))
@@ -885,6 +891,7 @@ def _scan(
     follow: bool,
     seen: set[int],
     hits: list[str],
+    allowed: tuple[str, ...] = (),
 ) -> None:
     if not isinstance(obj, str) and not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
         obj = type(obj)  # an instance: check its class
@@ -900,7 +907,7 @@ def _scan(
         if not methods:
             raise
         for m in methods:
-            _scan(m, forbidden, forbid_dynamic, follow, seen, hits)
+            _scan(m, forbidden, forbid_dynamic, follow, seen, hits, allowed)
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escapes in student strings
@@ -931,17 +938,24 @@ def _scan(
             hits.append(msg)
 
     strings: list[tuple[int, int, str]] = []
+    prose = {id(c) for n in ast.walk(tree)
+             if (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print")
+             or isinstance(n, ast.JoinedStr)
+             for c in ast.walk(n) if isinstance(c, ast.Constant) and c is not n}
+    holders = {a.rsplit(".", 1)[0] for a in allowed}  # modules some of whose names are allowed
+    inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}  # a.b of a.b.c: c's chain decides
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             base = (node.module or "") if isinstance(node, ast.ImportFrom) else ""
             for alias in node.names:
                 full = f"{base}.{alias.name}" if base else alias.name
-                key = _match(full, forbidden, bare_ok=True)
+                plain = isinstance(node, ast.Import) and alias.asname is None and full in holders
+                key = None if plain else _match(full, forbidden, bare_ok=True, allowed=allowed)
                 if key:
                     hit(node, f"from {base} import {alias.name}" if base else f"import {full}", key)
                 elif no_importlib and alias.name == "importlib":
                     hits.append(f"{label} must not import importlib (line {start + node.lineno - 1}): dynamic imports are not allowed here")
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load) and id(node) not in inner:
             dn = _dotted(node)
             if dn is None or dn[0] in ("self", "cls"):
                 continue
@@ -950,7 +964,8 @@ def _scan(
             if base in glb and base not in defined:
                 resolved = _resolve_module_name(glb[base]) or base
             dotted = ".".join([resolved, *attrs]) if resolved else ".".join(attrs)
-            key = _match(dotted, forbidden, bare_ok=False) or _match(".".join([base, *attrs]), forbidden, bare_ok=False)
+            key = _match(dotted, forbidden, bare_ok=False, allowed=allowed) or \
+                _match(".".join([base, *attrs]), forbidden, bare_ok=False, allowed=allowed)
             if key:
                 hit(node, ".".join([base, *attrs]), key)
             elif attrs and attrs[-1] in dynamic_attrs:
@@ -973,19 +988,21 @@ def _scan(
                 if r:
                     candidates.append(r)
             for c in candidates:
-                key = _match(c, forbidden, bare_ok=True)
+                key = _match(c, forbidden, bare_ok=True, allowed=allowed)
                 if key:
                     hit(node, node.id, key)
                     break
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs | prose:
             strings.append((node.lineno, node.col_offset, node.value))
     joined = "".join(v for _, _, v in sorted(strings))  # catches getattr(F, "scaled_" + "dot_product_attention")
+    for a in allowed:  # "course.swin.load_torchvision_weights" names an adapter, not the module's answers
+        joined = joined.replace(a, "")
     for key in forbidden:
         if key in joined and key not in hit_keys:
             hits.append(f"{label} spells out the forbidden name '{key}' in a string: {forbidden[key]}")
     for value in follow_next:
         try:
-            _scan(value, forbidden, forbid_dynamic, follow, seen, hits)
+            _scan(value, forbidden, forbid_dynamic, follow, seen, hits, allowed)
         except CheckError:
             pass  # helpers whose source is unavailable are not the student's
 

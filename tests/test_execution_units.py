@@ -435,3 +435,17 @@ def test_a_check_message_cannot_carry_what_the_students_code_chose():
     assert shown(honest, chk, handle) == honest
     # Python's exception names are no one's choice: they stay (06's reviewer saw "your code raised …")
     assert shown("your code raised IndexError (in f)", chk, handle) == "your code raised IndexError (in f)"
+
+
+def test_review_flags_a_disagreement_only_where_no_earlier_mistake_explains_it():
+    from autograder.grade import disagreements
+
+    def v(passed, in_kernel_ok, disagrees):
+        return {"passed": passed, "in_kernel_ok": in_kernel_ok, "disagrees": disagrees}
+    # part 1 wrong; part 3's asserts failed in the kernel (the student's part 1 ran there), its mirror passed
+    assert disagreements({"p1": v(False, False, False), "p2": v(True, True, False), "p3": v(True, False, True)}) == []
+    # every earlier part right: the kernel's failure has no explanation in the student's code
+    assert disagreements({"p1": v(True, True, False), "p3": v(True, False, True)}) == ["p3"]
+    # the asserts passed in the kernel but their trusted mirror failed: flagged whatever came before
+    assert disagreements({"p1": v(False, False, False), "p3": v(False, True, True)}) == ["p3"]
+    assert disagreements({"p1": v(True, True, False), "p2": "not a verdict"}) == []

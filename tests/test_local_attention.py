@@ -158,3 +158,22 @@ def test_tensor_memory_counts_what_ops_create_not_the_inputs():
     del w, u
     r = measure(torch.matmul, x, x, repeat=1)
     assert r["ms"] > 0 and r["peak_mb"] == r["largest_mb"] == 0.25
+
+
+def test_measure_best_takes_the_fastest_run_and_the_default_the_median():
+    import time as _time
+
+    from course.device import measure
+
+    def paced(delays):
+        calls = iter(delays)
+
+        def fn(x):
+            _time.sleep(next(calls, 0.0))
+            return x * 2
+        return fn
+
+    x = torch.ones(4)
+    slow_fast_slow = [0.0, 0.04, 0.001, 0.04]  # warm-up, then three timed runs
+    assert measure(paced(slow_fast_slow), x, repeat=3, best=True)["ms"] < 20
+    assert measure(paced(slow_fast_slow), x, repeat=3)["ms"] >= 35

@@ -36,6 +36,7 @@ A01 = "01_attention_seq2seq"
 A02 = "02_transformer_blocks"
 A03 = "03_local_attention"
 A04 = "04_vit"
+A05 = "05_swin"
 A06 = "06_unet"
 AIDS = release.assignments(ROOT)
 #: site-packages of this environment: a `python -S` child gets torch & co. from it, without the .pth
@@ -56,6 +57,9 @@ ANSWERS_03 = {"local_attention_naive", "local_attention", "local_attention_chunk
 #: What 04's open copy must not hold: course.vit's answers (its adapters to torchvision's names ship).
 ANSWERS_04 = {"patchify", "LinearPatchEmbedding", "ConvPatchEmbedding", "ViTBlock", "ViT", "soft_cross_entropy",
               "attention_rollout", "position_similarity"}
+#: What 05's open copy must not hold: course.swin's answers (its adapters to torchvision's names ship).
+ANSWERS_05 = {"window_partition", "window_reverse", "relative_position_index", "shift_mask", "shifted_window_attention",
+              "ShiftedWindowAttention", "PatchMerging", "SwinBlock", "Swin"}
 #: What 06's open copy must not hold: course.unet's answers (double_conv, a helper its notebook imports, ships).
 ANSWERS_06 = {"fc_to_conv", "conv_transpose2d_stamp", "max_unpool", "UNet", "bce_loss", "soft_dice_loss",
               "combined_loss", "pixel_accuracy", "iou", "dice"}
@@ -99,7 +103,7 @@ def test_copy_holds_what_students_need_and_nothing_else(copy):
     theirs = {p.relative_to(copy / "course") for p in (copy / "course").rglob("*.py")}
     assert ours == theirs
     changed = {str(p) for p in ours if (ROOT / "course" / p).read_bytes() != (copy / "course" / p).read_bytes()}
-    assert changed == {"nn.py", "seq2seq.py", "local_attention.py", "vit.py", "unet.py"}
+    assert changed == {"nn.py", "seq2seq.py", "local_attention.py", "vit.py", "swin.py", "unet.py"}
     assert sc.check_copy(copy, ROOT, AIDS) == []
 
 
@@ -218,9 +222,10 @@ def test_declaration_withholds_02s_references_while_it_is_open():
                                  "course.seq2seq": dict.fromkeys(ANSWERS_01, A01),
                                  "course.local_attention": dict.fromkeys(ANSWERS_03, A03),
                                  "course.vit": dict.fromkeys(ANSWERS_04, A04),
+                                 "course.swin": dict.fromkeys(ANSWERS_05, A05),
                                  "course.unet": dict.fromkeys(ANSWERS_06, A06)}
-    assert sc.withheld(ROOT, closed=[A02, A03, A04, A06]) == {"course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
-    assert sc.withheld(ROOT, closed=[A01, A02, A03, A04, A06]) == {}
+    assert sc.withheld(ROOT, closed=[A02, A03, A04, A05, A06]) == {"course.seq2seq": dict.fromkeys(ANSWERS_01, A01)}
+    assert sc.withheld(ROOT, closed=[A01, A02, A03, A04, A05, A06]) == {}
 
 
 def test_an_undeclared_reference_or_an_unknown_assignment_stops_the_build(monkeypatch, tmp_path):
@@ -352,7 +357,7 @@ print("ran on the copy's course alone")'''
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("aid", [A01, A02, A03, A04, A06])
+@pytest.mark.parametrize("aid", [A01, A02, A03, A04, A05, A06])
 def test_released_notebook_runs_in_the_copy_with_the_solutions(aid, copy, tmp_path, monkeypatch):
     """Each release from the copy, solution cells filled from source/, runs top to bottom in the quick
     profile in a kernel (python -S) that imports only the copy's course, where the references that answer

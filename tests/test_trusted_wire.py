@@ -264,3 +264,43 @@ def test_sources_reach_the_checks_as_python_with_cell_magic_bodies_as_code():
     with pytest.raises(CheckError, match="course.seq2seq"):
         check_no_delegation(hidden, {"course.seq2seq": "no"})
     assert "run_cell_magic('bash'" in as_python("%%bash\nls\n")  # not Python: a string, as the kernel sees it
+
+
+@pytest.mark.parametrize("source, refused", [
+    ("from course.swin import load_torchvision_weights, torchvision_names\nload_torchvision_weights(m, tv)", None),
+    ("import course.swin\ncourse.swin.load_torchvision_weights(m, tv)", None),  # what 05's setup cell does
+    ('print("do not import course.swin here")', None),  # prose
+    ('title = f"course.swin {1}"', None),
+    ("signal = x.mean()\nprint(signal)", None),
+    ("import gc\ngc.collect()", None),
+    ("import course.swin\ncourse.swin.window_partition(x, 4)", "course.swin.window_partition"),
+    ("from course.swin import shift_mask", "from course.swin import shift_mask"),
+    ("import course.swin as cs\ngetattr(cs, 'window_partition')", "import course.swin"),
+    ("import importlib\nimportlib.import_module('course.' + 'swin')", "'course.swin' in a string"),
+    ("import course.swin\ncourse.swin.__dict__['shift_mask']", "course.swin.__dict__"),
+    ("import threading\nthreading.Thread(target=f, daemon=True).start()", "import threading"),
+    ("import importlib\nimportlib.import_module('thre' + 'ading')", "'threading' in a string"),
+    ("import _thread", "import _thread"),
+    ("import signal\nsignal.signal(signal.SIGALRM, handler)", "signal.signal"),
+    ("import sys\nsys.setprofile(hook)", "sys.setprofile"),
+    ("import sys\nagent = sys.modules.get('_course_' + 'grader_agent')", "'_course_grader_agent' in a string"),
+    ("import ctypes", "import ctypes"),
+])
+def test_the_notebook_scan_allows_the_adapters_and_prose_and_refuses_answers_and_code_beside_the_checks(source, refused):
+    """Answers.scan's notebook-wide rules (05's reviewer: the allowed adapter import and a print naming the module
+    scored 0 of 70; a background thread that replaced the grading agent's handler took 70 of 70)."""
+    from autograder.checkkit import ASYNC_TOOLS, COPY_TOOLS, NOTEBOOK_DYNAMIC, Answers
+    from course.testing import CheckError, check_no_delegation
+
+    answers = Answers("course.swin")
+    assert "course.swin.load_torchvision_weights" in answers.allowed and \
+        not any(a.endswith((".shift_mask", ".Swin")) for a in answers.allowed)
+    forbidden = {answers.module: answers.no_ref, **{n: answers.copying for n in COPY_TOOLS},
+                 **{n: answers.running for n in ASYNC_TOOLS}}
+    try:
+        check_no_delegation(source, forbidden, forbid_dynamic=NOTEBOOK_DYNAMIC, allowed=answers.allowed)
+    except CheckError as e:
+        assert refused is not None, f"refused a legitimate cell: {e}"
+        assert refused in str(e), str(e)
+    else:
+        assert refused is None, f"not refused: {source!r}"
