@@ -429,13 +429,20 @@ class Answers:
     def scan(self, h, cell: str) -> None:
         check_no_delegation(h.source(cell), {self.module: self.no_ref}, allowed=self.allowed)
         cells = h.student_cells()
+        problem = self._notebook_problem("\n\n".join(python for _, python in cells))
+        if problem:  # "line N" of all the student's cells joined: say which cell
+            raise AssertionError(_in_cells(problem, cells))
+
+    @functools.lru_cache(maxsize=4)  # the same cells for every check of a notebook: scanned once, not per check
+    def _notebook_problem(self, text: str) -> str | None:
+        """What the notebook-wide scan finds in ``text`` (all the student's cells), or None."""
         try:
-            check_no_delegation("\n\n".join(python for _, python in cells),
-                                {self.module: self.no_ref, **{name: self.copying for name in COPY_TOOLS},
-                                 **{name: self.running for name in ASYNC_TOOLS}},
+            check_no_delegation(text, {self.module: self.no_ref, **{name: self.copying for name in COPY_TOOLS},
+                                       **{name: self.running for name in ASYNC_TOOLS}},
                                 forbid_dynamic=NOTEBOOK_DYNAMIC, allowed=self.allowed)
-        except AssertionError as e:  # "line N" of all the student's cells joined: say which cell
-            raise AssertionError(_in_cells(str(e), cells)) from None
+        except AssertionError as e:
+            return str(e) or "the notebook-wide scan failed"
+        return None
 
     @contextlib.contextmanager
     def forbidden(self, h, *names: str, used: Mapping[str, str] | None = None) -> Iterator[None]:

@@ -284,7 +284,10 @@ def handle(request_b64, ns):
                 owner = _il.import_module(mod)
                 orig = getattr(owner, attr)
                 frame.setdefault(("attr", path), (owner, attr, orig))
-                if callable(orig) and not isinstance(orig, type):
+                if callable(orig) and not isinstance(orig, type) and \
+                        not str(getattr(orig, "__module__", "")).startswith("torchvision"):
+                    # torch's dispatch matches by name and no torch function is named as torchvision's Python
+                    # functions (their code is patched below): a mode for them only slows every torch call down
                     torch_funcs[getattr(orig, "__name__", attr)] = path
 
                 def _stub(*a, _path=path, **k):

@@ -45,3 +45,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.section("mutation scores (tests/mutants/)")
         for path in reports:
             terminalreporter.write_line(path.read_text().splitlines()[0])
+
+
+#: Files that take minutes, longest first. ``make test`` hands whole files to two workers in collection order
+#: (``--dist loadfile``): collected alphabetically, the mutation suites came last and one worker ran them alone for
+#: minutes while the other had finished; started first, both workers end together.
+SLOW_FIRST = ("test_mutants_01.py", "test_mutants_02.py", "test_assignments.py", "test_autograder.py",
+              "test_mutants_04.py", "test_mutants_06.py", "test_mutants_05.py", "test_mutants_03.py",
+              "test_student_copy.py", "test_sandbox.py", "test_scale.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
