@@ -58,3 +58,16 @@ SLOW_FIRST = ("test_mutants_01.py", "test_mutants_02.py", "test_assignments.py",
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny tensors, as while grading (the notebooks' setup and the check runner set one thread): a second thread only
+    waits for the first on a busy machine (03's F.unfold 20x slower). A module asks for it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

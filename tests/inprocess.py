@@ -96,3 +96,16 @@ def failing(aid: str, reference: str, notebook: nbformat.NotebookNode, patches=(
         if outcome != "ok":  # the first line of each failed check's message
             failed.setdefault(gid, []).append(outcome.split(": ", 1)[-1].splitlines()[0])
     return failed
+
+
+def assert_checks_cover(aid: str, notebook: nbformat.NotebookNode) -> None:
+    """The checks of ``aid`` cover the notebook's grade cells one to one, each with exactly one mirror of its visible
+    asserts and at least one hidden check, no two of one cell named alike; the cell's hidden part only points to them."""
+    checks, cells = load_checks(aid), grade_cells(notebook)
+    assert sorted(checks) == sorted(cells)
+    for gid, found in checks.items():
+        assert [c.mirrors_visible for c in found].count(True) == 1, f"{gid}: one mirror of the visible asserts"
+        assert len(found) >= 2, f"{gid}: the mirror and at least one hidden check"
+        assert len({c.name for c in found}) == len(found), f"{gid}: duplicate check names"
+        hidden = cells[gid].source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+        assert hidden.strip() == f"# hidden checks: autograder/checks/{aid}.py (run by the trusted grader)"

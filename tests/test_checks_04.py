@@ -15,11 +15,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
 import course.vit
-from autograder.trusted import load_checks
-from tests.inprocess import failing, grade_cells
+from tests.inprocess import assert_checks_cover, failing
 
 ROOT = Path(__file__).resolve().parent.parent
 AID = "04_vit"
@@ -27,17 +25,7 @@ NOTEBOOK = nbformat.read(ROOT / "source" / AID / f"{AID}.ipynb", as_version=4)
 REFERENCE = (ROOT / "course" / "vit.py").read_text()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors, as while grading (the notebook's setup sets one thread)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _grade_cells() -> dict[str, nbformat.NotebookNode]:
-    return grade_cells(NOTEBOOK)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _failing(patches: list[tuple[str, str]] = (), extra: str = "", **names) -> dict[str, list[str]]:
@@ -45,14 +33,7 @@ def _failing(patches: list[tuple[str, str]] = (), extra: str = "", **names) -> d
 
 
 def test_checks_cover_the_grade_cells_one_to_one():
-    checks, cells = load_checks(AID), _grade_cells()
-    assert sorted(checks) == sorted(cells)
-    for gid, found in checks.items():
-        assert [c.mirrors_visible for c in found].count(True) == 1, f"{gid}: one mirror of the visible asserts"
-        assert len(found) >= 2, f"{gid}: the mirror and at least one hidden check"
-        assert len({c.name for c in found}) == len(found), f"{gid}: duplicate check names"
-        hidden = cells[gid].source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-        assert hidden.strip() == f"# hidden checks: autograder/checks/{AID}.py (run by the trusted grader)"
+    assert_checks_cover(AID, NOTEBOOK)
 
 
 def test_the_course_answers_pass_every_check():
